@@ -1,1 +1,4 @@
-//! herald-core
+//! Herald's domain types: identifiers, names, tokens, tags, statuses, and validation of what users
+//! send us ("parse, don't validate": a value of one of these types is valid).
+
+pub mod credential_content;

@@ -1,0 +1,1 @@
+//! Validation of provider credential content (owned by the credential-content work).
