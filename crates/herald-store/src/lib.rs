@@ -1,1 +1,171 @@
-//! herald-store
+//! Herald's store: the [`Store`] trait the API and the delivery engine use, and its SQL
+//! implementation for SQLite (embedded default) and PostgreSQL.
+//!
+//! One implementation, [`SqlStore`], serves both databases through sqlx's `Any` driver: the SQL is
+//! written once in the common dialect (`$1` parameters, `ON CONFLICT`, `RETURNING`), and what
+//! differs (connection setup, migrations, queue claims) lives in `sqlite.rs` and `postgres.rs`.
+//! Column conventions that keep the two dialects alike: times are `BIGINT` milliseconds since the
+//! epoch, booleans are `BIGINT` 0/1, JSON is `TEXT`, bytes are `BLOB`/`BYTEA`. Read every integer
+//! column as `i64`.
+//!
+//! Each resource has its own sub-trait in its own file; [`Store`] is all of them together.
+
+pub mod accounts;
+pub mod apps;
+pub mod credentials;
+pub mod devices;
+mod error;
+pub mod page;
+pub mod testing;
+mod postgres;
+mod secret_box;
+mod sqlite;
+pub mod users;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::AnyPool;
+
+pub use accounts::AccountStore;
+pub use apps::AppStore;
+pub use credentials::CredentialStore;
+pub use devices::DeviceStore;
+pub use error::StoreError;
+pub use page::{Cursor, Page, PageRequest, keyset_condition};
+pub use secret_box::{MasterKey, SecretBox};
+pub use users::UserStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Everything Herald keeps. Implemented by [`SqlStore`] for SQLite and PostgreSQL.
+pub trait Store:
+    AccountStore + AppStore + CredentialStore + DeviceStore + UserStore + Send + Sync + 'static
+{
+}
+
+impl<T> Store for T where
+    T: AccountStore + AppStore + CredentialStore + DeviceStore + UserStore + Send + Sync + 'static
+{
+}
+
+/// Which database a [`SqlStore`] talks to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Limits the store enforces inside its transactions (configurable; defaults as the reference).
+#[derive(Debug, Clone)]
+pub struct StoreLimits {
+    pub max_apps_per_account: i64,
+    pub max_credentials_per_app: i64,
+}
+
+impl Default for StoreLimits {
+    fn default() -> Self {
+        Self { max_apps_per_account: 10, max_credentials_per_app: 10 }
+    }
+}
+
+/// The SQL store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqlStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    backend: Backend,
+    /// Reads. On PostgreSQL the same pool as `writer`.
+    reader: AnyPool,
+    /// Writes. On SQLite a single connection: SQLite has one writer at a time anyway, and one
+    /// connection means no busy-retry storms between our own tasks.
+    writer: AnyPool,
+    secrets: SecretBox,
+    limits: StoreLimits,
+}
+
+impl SqlStore {
+    /// Connects to `database_url` (`sqlite://PATH` or `postgres://...`), runs the migrations, and
+    /// returns the store. `master_key` encrypts credential content and keys the token hashes.
+    pub async fn connect(database_url: &str, master_key: &MasterKey, limits: StoreLimits) -> Result<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, reader, writer) = if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+            let pool = postgres::connect(database_url).await?;
+            (Backend::Postgres, pool.clone(), pool)
+        } else if database_url.starts_with("sqlite:") {
+            let (reader, writer) = sqlite::connect(database_url).await?;
+            (Backend::Sqlite, reader, writer)
+        } else {
+            return Err(StoreError::Config(format!(
+                "database URL must start with sqlite: or postgres: (got {})",
+                redact_url(database_url)
+            )));
+        };
+        let store = Self {
+            inner: Arc::new(Inner { backend, reader, writer, secrets: SecretBox::new(master_key), limits }),
+        };
+        Ok(store)
+    }
+
+    /// The SQLite URL of the embedded default database in `data_dir`.
+    pub fn default_sqlite_url(data_dir: &Path) -> String {
+        format!("sqlite://{}", data_dir.join("herald.db").display())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+    pub(crate) fn reader(&self) -> &AnyPool {
+        &self.inner.reader
+    }
+    pub(crate) fn writer(&self) -> &AnyPool {
+        &self.inner.writer
+    }
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+    pub(crate) fn limits(&self) -> &StoreLimits {
+        &self.inner.limits
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.reader()).await?;
+        Ok(())
+    }
+
+    /// Closes every connection (SQLite checkpoints its WAL on the last close).
+    pub async fn close(&self) {
+        self.inner.writer.close().await;
+        self.inner.reader.close().await;
+    }
+}
+
+/// Pool options shared by both backends.
+pub(crate) fn pool_options(max_connections: u32) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(std::time::Duration::from_secs(30))
+}
+
+/// A database URL with any password replaced, for error messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Converts a stored 0/1 integer to a bool.
+pub(crate) fn flag(value: i64) -> bool {
+    value != 0
+}

@@ -1,0 +1,11 @@
+//! Apps (to be filled in by the resource's owner).
+
+use async_trait::async_trait;
+
+use crate::SqlStore;
+
+#[async_trait]
+pub trait AppStore {}
+
+#[async_trait]
+impl AppStore for SqlStore {}

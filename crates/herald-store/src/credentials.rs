@@ -1,0 +1,11 @@
+//! Credentials (to be filled in by the resource's owner).
+
+use async_trait::async_trait;
+
+use crate::SqlStore;
+
+#[async_trait]
+pub trait CredentialStore {}
+
+#[async_trait]
+impl CredentialStore for SqlStore {}

@@ -1,0 +1,93 @@
+//! Fresh databases for tests: a SQLite file in a temporary directory, and — when
+//! `HERALD_TEST_DATABASE_URL` is set — a PostgreSQL schema of its own, dropped afterwards. Every
+//! test suite that needs a store runs against each of [`TestDatabase::all`].
+
+use std::str::FromStr;
+
+use sqlx::any::AnyConnectOptions;
+use sqlx::{AnyConnection, Connection, Executor};
+
+use crate::{MasterKey, SqlStore, StoreLimits};
+
+/// The environment variable that turns the PostgreSQL tests on.
+pub const POSTGRES_URL_ENV: &str = "HERALD_TEST_DATABASE_URL";
+
+/// One test database. Keep it alive for as long as the test uses the store.
+pub struct TestDatabase {
+    pub name: &'static str,
+    pub url: String,
+    pub master_key: MasterKey,
+    dir: tempfile::TempDir,
+    postgres: Option<(String, String)>,
+}
+
+impl TestDatabase {
+    pub async fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = SqlStore::default_sqlite_url(dir.path());
+        Self { name: "sqlite", url, master_key: MasterKey::generate(), dir, postgres: None }
+    }
+
+    /// A new schema in the PostgreSQL database named by `HERALD_TEST_DATABASE_URL`, or `None`
+    /// when it is not set.
+    pub async fn postgres() -> Option<Self> {
+        let base = std::env::var(POSTGRES_URL_ENV).ok().filter(|url| !url.is_empty())?;
+        sqlx::any::install_default_drivers();
+        let schema = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+        let options = AnyConnectOptions::from_str(&base).expect("HERALD_TEST_DATABASE_URL parses");
+        let mut conn = AnyConnection::connect_with(&options).await.expect("connect to test PostgreSQL");
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str()).await.expect("create schema");
+        conn.close().await.ok();
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
+        Some(Self {
+            name: "postgres",
+            url,
+            master_key: MasterKey::generate(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            postgres: Some((base, schema)),
+        })
+    }
+
+    /// SQLite always, PostgreSQL when configured.
+    pub async fn all() -> Vec<Self> {
+        let mut all = vec![Self::sqlite().await];
+        all.extend(Self::postgres().await);
+        all
+    }
+
+    /// A directory that lives as long as this database (data dir for servers under test).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub async fn store(&self) -> SqlStore {
+        self.store_with_limits(StoreLimits::default()).await
+    }
+
+    pub async fn store_with_limits(&self, limits: StoreLimits) -> SqlStore {
+        SqlStore::connect(&self.url, &self.master_key, limits).await.expect("store connects")
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Some((base, schema)) = self.postgres.take() {
+            // Drop the schema on a thread of its own: Drop may run inside a runtime.
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(async move {
+                        if let Ok(options) = AnyConnectOptions::from_str(&base) {
+                            if let Ok(mut conn) = AnyConnection::connect_with(&options).await {
+                                let _ = conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await;
+                                let _ = conn.close().await;
+                            }
+                        }
+                    });
+                }
+            })
+            .join();
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Users (to be filled in by the resource's owner).
+
+use async_trait::async_trait;
+
+use crate::SqlStore;
+
+#[async_trait]
+pub trait UserStore {}
+
+#[async_trait]
+impl UserStore for SqlStore {}
