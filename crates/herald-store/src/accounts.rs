@@ -36,10 +36,16 @@ pub trait AccountStore {
     async fn bootstrap_account(&self) -> Result<Option<NewAccount>>;
     async fn get_account(&self, sid: &str) -> Result<Account>;
     /// A new API key of `account_sid`; `NotFound` when the account does not exist.
-    async fn create_api_key(&self, account_sid: &str, friendly_name: Option<&str>) -> Result<NewApiKey>;
+    async fn create_api_key(
+        &self,
+        account_sid: &str,
+        friendly_name: Option<&str>,
+    ) -> Result<NewApiKey>;
     /// The account that `username:password` authenticates (an account SID and auth token, or an
     /// API key SID and secret), or `None`. Compares in constant time.
     async fn authenticate(&self, username: &str, password: &str) -> Result<Option<String>>;
+    /// Whether the database answers (for `/healthz`).
+    async fn ping(&self) -> Result<()>;
 }
 
 impl SqlStore {
@@ -62,7 +68,11 @@ impl SqlStore {
         .execute(&mut *conn)
         .await?;
         Ok(NewAccount {
-            account: Account { sid, friendly_name: friendly_name.map(str::to_owned), created_at: now },
+            account: Account {
+                sid,
+                friendly_name: friendly_name.map(str::to_owned),
+                created_at: now,
+            },
             auth_token,
         })
     }
@@ -83,7 +93,10 @@ impl AccountStore for SqlStore {
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        let existing: i64 = sqlx::query("SELECT COUNT(*) FROM accounts").fetch_one(&mut *tx).await?.get(0);
+        let existing: i64 = sqlx::query("SELECT COUNT(*) FROM accounts")
+            .fetch_one(&mut *tx)
+            .await?
+            .get(0);
         if claimed == 0 || existing > 0 {
             tx.commit().await?;
             return Ok(None);
@@ -99,10 +112,18 @@ impl AccountStore for SqlStore {
             .fetch_optional(self.reader())
             .await?
             .ok_or(StoreError::NotFound)?;
-        Ok(Account { sid: row.get(0), friendly_name: row.get(1), created_at: row.get(2) })
+        Ok(Account {
+            sid: row.get(0),
+            friendly_name: row.get(1),
+            created_at: row.get(2),
+        })
     }
 
-    async fn create_api_key(&self, account_sid: &str, friendly_name: Option<&str>) -> Result<NewApiKey> {
+    async fn create_api_key(
+        &self,
+        account_sid: &str,
+        friendly_name: Option<&str>,
+    ) -> Result<NewApiKey> {
         self.get_account(account_sid).await?;
         let sid = ids::new_sid(ids::API_KEY_SID);
         let secret = self.secrets().random_token();
@@ -117,7 +138,11 @@ impl AccountStore for SqlStore {
         .bind(now_ms())
         .execute(self.writer())
         .await?;
-        Ok(NewApiKey { sid, account_sid: account_sid.to_owned(), secret })
+        Ok(NewApiKey {
+            sid,
+            account_sid: account_sid.to_owned(),
+            secret,
+        })
     }
 
     async fn authenticate(&self, username: &str, password: &str) -> Result<Option<String>> {
@@ -136,6 +161,14 @@ impl AccountStore for SqlStore {
         };
         let Some(row) = row else { return Ok(None) };
         let hash: Vec<u8> = row.get(1);
-        Ok(self.secrets().verify_token(password, &hash).then(|| row.get(0)))
+        Ok(self
+            .secrets()
+            .verify_token(password, &hash)
+            .then(|| row.get(0)))
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(self.reader()).await?;
+        Ok(())
     }
 }

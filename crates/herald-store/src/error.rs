@@ -8,7 +8,10 @@ pub enum StoreError {
     NotFound,
     /// The request breaks a rule of the data (a limit, a uniqueness or default rule).
     #[error("{message}")]
-    Invalid { field: Option<String>, message: String },
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
     /// A repeat with the same idempotency key but a different request, and similar clashes.
     #[error("{0}")]
     Conflict(String),
@@ -24,6 +27,9 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        StoreError::Invalid { field: Some(field.into()), message: message.into() }
+        StoreError::Invalid {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 }

@@ -12,24 +12,26 @@
 
 pub mod accounts;
 pub mod apps;
+pub mod chat_credentials;
 pub mod credentials;
 pub mod devices;
 mod error;
 pub mod page;
-pub mod testing;
 mod postgres;
 mod secret_box;
 mod sqlite;
+pub mod testing;
 pub mod users;
 
 use std::path::Path;
 use std::sync::Arc;
 
-use sqlx::any::AnyPoolOptions;
 use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 
 pub use accounts::AccountStore;
 pub use apps::AppStore;
+pub use chat_credentials::ChatCredentialStore;
 pub use credentials::CredentialStore;
 pub use devices::DeviceStore;
 pub use error::StoreError;
@@ -41,12 +43,28 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything Herald keeps. Implemented by [`SqlStore`] for SQLite and PostgreSQL.
 pub trait Store:
-    AccountStore + AppStore + CredentialStore + DeviceStore + UserStore + Send + Sync + 'static
+    AccountStore
+    + AppStore
+    + ChatCredentialStore
+    + CredentialStore
+    + DeviceStore
+    + UserStore
+    + Send
+    + Sync
+    + 'static
 {
 }
 
 impl<T> Store for T where
-    T: AccountStore + AppStore + CredentialStore + DeviceStore + UserStore + Send + Sync + 'static
+    T: AccountStore
+        + AppStore
+        + ChatCredentialStore
+        + CredentialStore
+        + DeviceStore
+        + UserStore
+        + Send
+        + Sync
+        + 'static
 {
 }
 
@@ -66,7 +84,10 @@ pub struct StoreLimits {
 
 impl Default for StoreLimits {
     fn default() -> Self {
-        Self { max_apps_per_account: 10, max_credentials_per_app: 10 }
+        Self {
+            max_apps_per_account: 10,
+            max_credentials_per_app: 10,
+        }
     }
 }
 
@@ -90,22 +111,33 @@ struct Inner {
 impl SqlStore {
     /// Connects to `database_url` (`sqlite://PATH` or `postgres://...`), runs the migrations, and
     /// returns the store. `master_key` encrypts credential content and keys the token hashes.
-    pub async fn connect(database_url: &str, master_key: &MasterKey, limits: StoreLimits) -> Result<Self> {
+    pub async fn connect(
+        database_url: &str,
+        master_key: &MasterKey,
+        limits: StoreLimits,
+    ) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let (backend, reader, writer) = if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
-            let pool = postgres::connect(database_url).await?;
-            (Backend::Postgres, pool.clone(), pool)
-        } else if database_url.starts_with("sqlite:") {
-            let (reader, writer) = sqlite::connect(database_url).await?;
-            (Backend::Sqlite, reader, writer)
-        } else {
-            return Err(StoreError::Config(format!(
-                "database URL must start with sqlite: or postgres: (got {})",
-                redact_url(database_url)
-            )));
-        };
+        let (backend, reader, writer) =
+            if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
+                let pool = postgres::connect(database_url).await?;
+                (Backend::Postgres, pool.clone(), pool)
+            } else if database_url.starts_with("sqlite:") {
+                let (reader, writer) = sqlite::connect(database_url).await?;
+                (Backend::Sqlite, reader, writer)
+            } else {
+                return Err(StoreError::Config(format!(
+                    "database URL must start with sqlite: or postgres: (got {})",
+                    redact_url(database_url)
+                )));
+            };
         let store = Self {
-            inner: Arc::new(Inner { backend, reader, writer, secrets: SecretBox::new(master_key), limits }),
+            inner: Arc::new(Inner {
+                backend,
+                reader,
+                writer,
+                secrets: SecretBox::new(master_key),
+                limits,
+            }),
         };
         Ok(store)
     }
@@ -127,14 +159,9 @@ impl SqlStore {
     pub(crate) fn secrets(&self) -> &SecretBox {
         &self.inner.secrets
     }
+    #[allow(dead_code)] // until the credential rules use it
     pub(crate) fn limits(&self) -> &StoreLimits {
         &self.inner.limits
-    }
-
-    /// Whether the database answers.
-    pub async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(self.reader()).await?;
-        Ok(())
     }
 
     /// Closes every connection (SQLite checkpoints its WAL on the last close).
@@ -157,15 +184,15 @@ pub fn redact_url(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let userinfo = &url[scheme_end + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
         _ => url.to_owned(),
     }
-}
-
-/// Converts a stored 0/1 integer to a bool.
-pub(crate) fn flag(value: i64) -> bool {
-    value != 0
 }

@@ -47,7 +47,9 @@ impl MasterKey {
 
     pub fn generate() -> Self {
         let mut key = [0u8; 32];
-        SystemRandom::new().fill(&mut key).expect("system random source");
+        SystemRandom::new()
+            .fill(&mut key)
+            .expect("system random source");
         Self(key)
     }
 
@@ -57,11 +59,15 @@ impl MasterKey {
             Ok(text) => Self::parse(&text),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 let key = Self::generate();
-                write_private_file(path, STANDARD.encode(key.0).as_bytes())
-                    .map_err(|e| StoreError::Config(format!("cannot write {}: {e}", path.display())))?;
+                write_private_file(path, STANDARD.encode(key.0).as_bytes()).map_err(|e| {
+                    StoreError::Config(format!("cannot write {}: {e}", path.display()))
+                })?;
                 Ok(key)
             }
-            Err(error) => Err(StoreError::Config(format!("cannot read {}: {error}", path.display()))),
+            Err(error) => Err(StoreError::Config(format!(
+                "cannot read {}: {error}",
+                path.display()
+            ))),
         }
     }
 
@@ -105,8 +111,9 @@ pub struct SecretBox {
 
 impl SecretBox {
     pub fn new(master: &MasterKey) -> Self {
-        let aead_key = UnboundKey::new(&AES_256_GCM, &master.derive("herald credential content v1"))
-            .expect("32-byte AES key");
+        let aead_key =
+            UnboundKey::new(&AES_256_GCM, &master.derive("herald credential content v1"))
+                .expect("32-byte AES key");
         Self {
             aead: LessSafeKey::new(aead_key),
             token_key: hmac::Key::new(hmac::HMAC_SHA256, &master.derive("herald token hash v1")),
@@ -120,7 +127,11 @@ impl SecretBox {
         self.rng.fill(&mut nonce).expect("system random source");
         let mut sealed = plaintext.to_vec();
         self.aead
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut sealed)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::empty(),
+                &mut sealed,
+            )
             .expect("AES-GCM seal");
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
@@ -135,14 +146,19 @@ impl SecretBox {
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| StoreError::Decrypt)?;
         let mut buffer = ciphertext.to_vec();
-        let plain = self.aead.open_in_place(nonce, Aad::empty(), &mut buffer).map_err(|_| StoreError::Decrypt)?;
+        let plain = self
+            .aead
+            .open_in_place(nonce, Aad::empty(), &mut buffer)
+            .map_err(|_| StoreError::Decrypt)?;
         Ok(plain.to_vec())
     }
 
     /// HMAC-SHA256 of a token or secret, as stored. Tokens carry ≥ 128 bits of entropy, so a
     /// keyed fast hash is enough (no slow password hash needed).
     pub fn hash_token(&self, token: &str) -> Vec<u8> {
-        hmac::sign(&self.token_key, token.as_bytes()).as_ref().to_vec()
+        hmac::sign(&self.token_key, token.as_bytes())
+            .as_ref()
+            .to_vec()
     }
 
     /// Constant-time check of `token` against a stored hash.
@@ -167,7 +183,10 @@ mod tests {
         let secrets = SecretBox::new(&MasterKey::generate());
         let sealed = secrets.seal(b"-----BEGIN PRIVATE KEY-----");
         assert!(!sealed.windows(5).any(|w| w == b"BEGIN"));
-        assert_eq!(secrets.open(&sealed).unwrap(), b"-----BEGIN PRIVATE KEY-----");
+        assert_eq!(
+            secrets.open(&sealed).unwrap(),
+            b"-----BEGIN PRIVATE KEY-----"
+        );
         let mut tampered = sealed.clone();
         *tampered.last_mut().unwrap() ^= 1;
         assert!(secrets.open(&tampered).is_err());

@@ -11,13 +11,22 @@ use crate::{Result, StoreError, pool_options};
 const READERS: u32 = 8;
 
 pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool)> {
-    let path = url.trim_start_matches("sqlite://").trim_start_matches("sqlite:");
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or(path);
-    if let Some(parent) = std::path::Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
+    if let Some(parent) = std::path::Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", parent.display())))?;
     }
-    let with_mode = if url.contains('?') { url.to_owned() } else { format!("{url}?mode=rwc") };
+    let with_mode = if url.contains('?') {
+        url.to_owned()
+    } else {
+        format!("{url}?mode=rwc")
+    };
     let options = AnyConnectOptions::from_str(&with_mode)?;
     fn setup<'c>(
         conn: &'c mut sqlx::AnyConnection,
@@ -32,8 +41,14 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool)> {
             Ok(())
         })
     }
-    let writer = pool_options(1).after_connect(setup).connect_with(options.clone()).await?;
+    let writer = pool_options(1)
+        .after_connect(setup)
+        .connect_with(options.clone())
+        .await?;
     sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
-    let reader = pool_options(READERS).after_connect(setup).connect_with(options).await?;
+    let reader = pool_options(READERS)
+        .after_connect(setup)
+        .connect_with(options)
+        .await?;
     Ok((reader, writer))
 }

@@ -25,18 +25,30 @@ impl TestDatabase {
     pub async fn sqlite() -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let url = SqlStore::default_sqlite_url(dir.path());
-        Self { name: "sqlite", url, master_key: MasterKey::generate(), dir, postgres: None }
+        Self {
+            name: "sqlite",
+            url,
+            master_key: MasterKey::generate(),
+            dir,
+            postgres: None,
+        }
     }
 
     /// A new schema in the PostgreSQL database named by `HERALD_TEST_DATABASE_URL`, or `None`
     /// when it is not set.
     pub async fn postgres() -> Option<Self> {
-        let base = std::env::var(POSTGRES_URL_ENV).ok().filter(|url| !url.is_empty())?;
+        let base = std::env::var(POSTGRES_URL_ENV)
+            .ok()
+            .filter(|url| !url.is_empty())?;
         sqlx::any::install_default_drivers();
         let schema = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
         let options = AnyConnectOptions::from_str(&base).expect("HERALD_TEST_DATABASE_URL parses");
-        let mut conn = AnyConnection::connect_with(&options).await.expect("connect to test PostgreSQL");
-        conn.execute(format!("CREATE SCHEMA {schema}").as_str()).await.expect("create schema");
+        let mut conn = AnyConnection::connect_with(&options)
+            .await
+            .expect("connect to test PostgreSQL");
+        conn.execute(format!("CREATE SCHEMA {schema}").as_str())
+            .await
+            .expect("create schema");
         conn.close().await.ok();
         let separator = if base.contains('?') { '&' } else { '?' };
         let url = format!("{base}{separator}options=-c%20search_path%3D{schema}");
@@ -66,7 +78,9 @@ impl TestDatabase {
     }
 
     pub async fn store_with_limits(&self, limits: StoreLimits) -> SqlStore {
-        SqlStore::connect(&self.url, &self.master_key, limits).await.expect("store connects")
+        SqlStore::connect(&self.url, &self.master_key, limits)
+            .await
+            .expect("store connects")
     }
 }
 
@@ -75,12 +89,16 @@ impl Drop for TestDatabase {
         if let Some((base, schema)) = self.postgres.take() {
             // Drop the schema on a thread of its own: Drop may run inside a runtime.
             let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
                         if let Ok(options) = AnyConnectOptions::from_str(&base) {
                             if let Ok(mut conn) = AnyConnection::connect_with(&options).await {
-                                let _ = conn.execute(format!("DROP SCHEMA {schema} CASCADE").as_str()).await;
+                                let _ = conn
+                                    .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
+                                    .await;
                                 let _ = conn.close().await;
                             }
                         }

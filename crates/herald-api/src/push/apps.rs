@@ -1,0 +1,9 @@
+//! Push API: apps (to be filled in by the resource's owner).
+
+use axum::Router;
+
+use crate::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+}
