@@ -75,15 +75,14 @@ pub(super) fn parse_service_account_text(
         decoded = String::from_utf8(bytes).map_err(|_| {
             "privateKey decodes from base64 to something that is not text".to_owned()
         })?;
-        if decoded.contains("-----BEGIN") {
-            return Err(
-                "privateKey holds a PEM key; FCM needs the whole service-account JSON \
-                        file (base64-encoded)"
-                    .to_owned(),
-            );
-        }
         if !looks_like_json(&decoded) {
-            return Err("privateKey decodes from base64 to something that is not JSON".to_owned());
+            return Err(if decoded.contains("-----BEGIN") {
+                "privateKey holds a PEM key; FCM needs the whole service-account JSON file \
+                 (base64-encoded)"
+                    .to_owned()
+            } else {
+                "privateKey decodes from base64 to something that is not JSON".to_owned()
+            });
         }
         &decoded
     };

@@ -280,8 +280,15 @@ fn from_pkcs8(der: &[u8], expected_public: Option<&PublicKey>) -> Result<Private
     let mut alg = Reader::new(alg_contents);
     let oid = alg.read(der::OID).ok_or_else(malformed)?;
     let inner = seq.read(der::OCTET_STRING).ok_or_else(malformed)?;
+    // A PKCS#8 that ring loads as it is stays byte for byte as given; others are rebuilt.
     match oid {
-        OID_RSA => from_pkcs1(inner),
+        OID_RSA => match RsaKeyPair::from_pkcs8(der) {
+            Ok(pair) => Ok(PrivateKey {
+                pkcs8: der.to_vec(),
+                public: rsa_public(&pair),
+            }),
+            Err(_) => from_pkcs1(inner),
+        },
         OID_EC_PUBLIC_KEY => {
             let curve = match alg.read_optional(der::OID) {
                 Some(curve_oid) => Some(Curve::from_oid(curve_oid).ok_or_else(|| {
@@ -291,6 +298,18 @@ fn from_pkcs8(der: &[u8], expected_public: Option<&PublicKey>) -> Result<Private
                 })?),
                 None => None,
             };
+            if let Some(curve) = curve
+                && let Ok(pair) =
+                    EcdsaKeyPair::from_pkcs8(curve.signing_alg(), der, &SystemRandom::new())
+            {
+                return Ok(PrivateKey {
+                    pkcs8: der.to_vec(),
+                    public: PublicKey::Ec {
+                        curve,
+                        point: pair.public_key().as_ref().to_vec(),
+                    },
+                });
+            }
             from_sec1(inner, curve, expected_public)
         }
         OID_ED25519 => {
@@ -335,7 +354,6 @@ fn rsa_message(rejected: &ring::error::KeyRejected) -> String {
 
 fn from_pkcs1(rsa_der: &[u8]) -> Result<PrivateKey, KeyProblem> {
     let pair = RsaKeyPair::from_der(rsa_der).map_err(|e| KeyProblem::Invalid(rsa_message(&e)))?;
-    let components: signature::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
     let algorithm = der::constructed(
         der::SEQUENCE,
         &[&der::tlv(der::OID, OID_RSA), &der::tlv(der::NULL, &[])],
@@ -352,11 +370,16 @@ fn from_pkcs1(rsa_der: &[u8]) -> Result<PrivateKey, KeyProblem> {
     RsaKeyPair::from_pkcs8(&pkcs8).map_err(|e| KeyProblem::Invalid(rsa_message(&e)))?;
     Ok(PrivateKey {
         pkcs8,
-        public: PublicKey::Rsa {
-            n: der::strip_leading_zeros(&components.n).to_vec(),
-            e: der::strip_leading_zeros(&components.e).to_vec(),
-        },
+        public: rsa_public(&pair),
     })
+}
+
+fn rsa_public(pair: &RsaKeyPair) -> PublicKey {
+    let components: signature::RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
+    PublicKey::Rsa {
+        n: der::strip_leading_zeros(&components.n).to_vec(),
+        e: der::strip_leading_zeros(&components.e).to_vec(),
+    }
 }
 
 /// A SEC1 `ECPrivateKey`. `outer_curve` is the curve named by a PKCS#8 wrapper, if any. When the
