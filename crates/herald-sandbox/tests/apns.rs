@@ -45,7 +45,11 @@ async fn token_auth_push_is_accepted_and_recorded() {
         .send(sb.apns_request(&token, &jwt, &[("apns-topic", "com.example.herald")], ALERT))
         .await;
     assert_eq!(r.status, 200);
-    assert!(is_uuid(r.header("apns-id").unwrap()), "{:?}", r.header("apns-id"));
+    assert!(
+        is_uuid(r.header("apns-id").unwrap()),
+        "{:?}",
+        r.header("apns-id")
+    );
 
     let received = sb.received(&token).await;
     assert_eq!(received.len(), 2);
@@ -54,11 +58,17 @@ async fn token_auth_push_is_accepted_and_recorded() {
     assert_eq!(first["token"], token.as_str());
     assert_eq!(first["status"], 200);
     assert_eq!(first["headers"]["apns-collapse-id"], "order-42");
-    assert!(first["headers"].get("authorization").is_none(), "no secret recorded");
+    assert!(
+        first["headers"].get("authorization").is_none(),
+        "no secret recorded"
+    );
     assert_eq!(first["payload"]["aps"]["alert"]["title"], "Hi");
 
     let stats = sb.stats().await;
-    assert_eq!(stats["apns"], json!({"received": 2, "accepted": 2, "rejected": 0}));
+    assert_eq!(
+        stats["apns"],
+        json!({"received": 2, "accepted": 2, "rejected": 0})
+    );
     assert_eq!(stats["fcm"]["received"], 0);
     sb.stop().await;
 }
@@ -75,47 +85,215 @@ async fn header_and_payload_rules() {
     let voip_big = format!(r#"{{"aps":{{}},"x":"{}"}}"#, "x".repeat(5000));
     let long_collapse = "c".repeat(65);
     let ok_collapse = "c".repeat(64);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str, u16, &str)> = vec![
+    // (case, headers, body, expected status, expected reason)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("no topic", vec![], ALERT, 400, "MissingTopic"),
-        ("other app", vec![("apns-topic", "com.example.other")], ALERT, 400, "TopicDisallowed"),
-        ("bundle prefix only", vec![("apns-topic", "com.example.heraldx")], ALERT, 400, "TopicDisallowed"),
-        ("unknown push type", vec![topic, ("apns-push-type", "banner")], ALERT, 400, "InvalidPushType"),
-        ("voip needs .voip topic", vec![topic, ("apns-push-type", "voip")], ALERT, 400, "TopicDisallowed"),
-        ("voip", vec![("apns-topic", "com.example.herald.voip"), ("apns-push-type", "voip")], ALERT, 200, ""),
-        ("complication", vec![("apns-topic", "com.example.herald.complication"), ("apns-push-type", "complication")], ALERT, 200, ""),
-        ("liveactivity", vec![("apns-topic", "com.example.herald.push-type.liveactivity"), ("apns-push-type", "liveactivity")], ALERT, 200, ""),
-        ("background prio 5", vec![topic, ("apns-push-type", "background"), ("apns-priority", "5")], r#"{"aps":{"content-available":1}}"#, 200, ""),
-        ("background prio 10", vec![topic, ("apns-push-type", "background"), ("apns-priority", "10")], r#"{"aps":{"content-available":1}}"#, 400, "BadPriority"),
-        ("priority 1", vec![topic, ("apns-priority", "1")], ALERT, 200, ""),
-        ("priority 7", vec![topic, ("apns-priority", "7")], ALERT, 400, "BadPriority"),
-        ("priority text", vec![topic, ("apns-priority", "high")], ALERT, 400, "BadPriority"),
-        ("expiration text", vec![topic, ("apns-expiration", "tomorrow")], ALERT, 400, "BadExpirationDate"),
-        ("expiration negative", vec![topic, ("apns-expiration", "-1")], ALERT, 400, "BadExpirationDate"),
-        ("expiration epoch", vec![topic, ("apns-expiration", "1999999999")], ALERT, 200, ""),
-        ("collapse 64", vec![topic, ("apns-collapse-id", ok_collapse.as_str())], ALERT, 200, ""),
-        ("collapse 65", vec![topic, ("apns-collapse-id", long_collapse.as_str())], ALERT, 400, "BadCollapseId"),
-        ("apns-id not uuid", vec![topic, ("apns-id", "42")], ALERT, 400, "BadMessageId"),
-        ("duplicate topic", vec![topic, topic], ALERT, 400, "DuplicateHeaders"),
+        (
+            "other app",
+            vec![("apns-topic", "com.example.other")],
+            ALERT,
+            400,
+            "TopicDisallowed",
+        ),
+        (
+            "bundle prefix only",
+            vec![("apns-topic", "com.example.heraldx")],
+            ALERT,
+            400,
+            "TopicDisallowed",
+        ),
+        (
+            "unknown push type",
+            vec![topic, ("apns-push-type", "banner")],
+            ALERT,
+            400,
+            "InvalidPushType",
+        ),
+        (
+            "voip needs .voip topic",
+            vec![topic, ("apns-push-type", "voip")],
+            ALERT,
+            400,
+            "TopicDisallowed",
+        ),
+        (
+            "voip",
+            vec![
+                ("apns-topic", "com.example.herald.voip"),
+                ("apns-push-type", "voip"),
+            ],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "complication",
+            vec![
+                ("apns-topic", "com.example.herald.complication"),
+                ("apns-push-type", "complication"),
+            ],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "liveactivity",
+            vec![
+                ("apns-topic", "com.example.herald.push-type.liveactivity"),
+                ("apns-push-type", "liveactivity"),
+            ],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "background prio 5",
+            vec![
+                topic,
+                ("apns-push-type", "background"),
+                ("apns-priority", "5"),
+            ],
+            r#"{"aps":{"content-available":1}}"#,
+            200,
+            "",
+        ),
+        (
+            "background prio 10",
+            vec![
+                topic,
+                ("apns-push-type", "background"),
+                ("apns-priority", "10"),
+            ],
+            r#"{"aps":{"content-available":1}}"#,
+            400,
+            "BadPriority",
+        ),
+        (
+            "priority 1",
+            vec![topic, ("apns-priority", "1")],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "priority 7",
+            vec![topic, ("apns-priority", "7")],
+            ALERT,
+            400,
+            "BadPriority",
+        ),
+        (
+            "priority text",
+            vec![topic, ("apns-priority", "high")],
+            ALERT,
+            400,
+            "BadPriority",
+        ),
+        (
+            "expiration text",
+            vec![topic, ("apns-expiration", "tomorrow")],
+            ALERT,
+            400,
+            "BadExpirationDate",
+        ),
+        (
+            "expiration negative",
+            vec![topic, ("apns-expiration", "-1")],
+            ALERT,
+            400,
+            "BadExpirationDate",
+        ),
+        (
+            "expiration epoch",
+            vec![topic, ("apns-expiration", "1999999999")],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "collapse 64",
+            vec![topic, ("apns-collapse-id", ok_collapse.as_str())],
+            ALERT,
+            200,
+            "",
+        ),
+        (
+            "collapse 65",
+            vec![topic, ("apns-collapse-id", long_collapse.as_str())],
+            ALERT,
+            400,
+            "BadCollapseId",
+        ),
+        (
+            "apns-id not uuid",
+            vec![topic, ("apns-id", "42")],
+            ALERT,
+            400,
+            "BadMessageId",
+        ),
+        (
+            "duplicate topic",
+            vec![topic, topic],
+            ALERT,
+            400,
+            "DuplicateHeaders",
+        ),
         ("empty body", vec![topic], "", 400, "PayloadEmpty"),
         ("4096 bytes", vec![topic], just_fits.as_str(), 200, ""),
-        ("too large", vec![topic], big.as_str(), 413, "PayloadTooLarge"),
-        ("voip 5000", vec![("apns-topic", "com.example.herald.voip"), ("apns-push-type", "voip")], voip_big.as_str(), 200, ""),
+        (
+            "too large",
+            vec![topic],
+            big.as_str(),
+            413,
+            "PayloadTooLarge",
+        ),
+        (
+            "voip 5000",
+            vec![
+                ("apns-topic", "com.example.herald.voip"),
+                ("apns-push-type", "voip"),
+            ],
+            voip_big.as_str(),
+            200,
+            "",
+        ),
         ("not json", vec![topic], "hello", 400, "BadPayload"),
         ("json array", vec![topic], "[1]", 400, "BadPayload"),
         ("no aps", vec![topic], r#"{"alert":"x"}"#, 400, "BadPayload"),
-        ("aps not a dictionary", vec![topic], r#"{"aps":"x"}"#, 400, "BadPayload"),
+        (
+            "aps not a dictionary",
+            vec![topic],
+            r#"{"aps":"x"}"#,
+            400,
+            "BadPayload",
+        ),
     ];
     let mut failures = Vec::new();
     for (i, (name, headers, body, status, reason)) in cases.iter().enumerate() {
         let token = apns_token(100 + i as u32);
         let r = h2.send(sb.apns_request(&token, &jwt, headers, body)).await;
-        let got_reason = if r.body.is_empty() { String::new() } else { r.reason() };
+        let got_reason = if r.body.is_empty() {
+            String::new()
+        } else {
+            r.reason()
+        };
         if r.status != *status || got_reason != *reason {
-            failures.push(format!("{name}: want {status} {reason:?}, got {} {got_reason:?}", r.status));
+            failures.push(format!(
+                "{name}: want {status} {reason:?}, got {} {got_reason:?}",
+                r.status
+            ));
         }
         if r.status != 200 {
-            assert_eq!(r.header("content-type").map(|c| c.starts_with("application/json")), Some(true));
-            assert!(r.header("apns-id").is_some(), "{name}: errors carry apns-id");
+            assert_eq!(
+                r.header("content-type")
+                    .map(|c| c.starts_with("application/json")),
+                Some(true)
+            );
+            assert!(
+                r.header("apns-id").is_some(),
+                "{name}: errors carry apns-id"
+            );
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");
@@ -128,19 +306,38 @@ async fn method_path_and_http_version() {
     let jwt = sb.creds.apns_jwt(now());
     let mut h2 = H2::connect(&sb).await;
     let auth = format!("bearer {jwt}");
-    let h = [("authorization", auth.as_str()), ("apns-topic", "com.example.herald")];
+    let h = [
+        ("authorization", auth.as_str()),
+        ("apns-topic", "com.example.herald"),
+    ];
 
-    let r = h2.send(request(Method::GET, &sb.url(&format!("/3/device/{}", apns_token(1))), &h, "")).await;
+    let r = h2
+        .send(request(
+            Method::GET,
+            &sb.url(&format!("/3/device/{}", apns_token(1))),
+            &h,
+            "",
+        ))
+        .await;
     assert_eq!((r.status, r.reason()), (405, "MethodNotAllowed".into()));
-    let r = h2.send(request(Method::POST, &sb.url("/3/devices/abc"), &h, ALERT)).await;
+    let r = h2
+        .send(request(Method::POST, &sb.url("/3/devices/abc"), &h, ALERT))
+        .await;
     assert_eq!((r.status, r.reason()), (404, "BadPath".into()));
-    let r = h2.send(request(Method::POST, &sb.url("/3/device/"), &h, ALERT)).await;
+    let r = h2
+        .send(request(Method::POST, &sb.url("/3/device/"), &h, ALERT))
+        .await;
     assert_eq!((r.status, r.reason()), (400, "MissingDeviceToken".into()));
 
     // APNs is HTTP/2 only.
     let mut h1 = H1::connect(&sb).await;
     let r = h1
-        .send(request(Method::POST, &sb.url(&format!("/3/device/{}", apns_token(1))), &h, ALERT))
+        .send(request(
+            Method::POST,
+            &sb.url(&format!("/3/device/{}", apns_token(1))),
+            &h,
+            ALERT,
+        ))
         .await;
     assert_eq!(r.status, 505);
     sb.stop().await;
@@ -156,7 +353,12 @@ async fn provider_token_verification() {
     // Missing auth and no client certificate.
     let mut h2 = H2::connect(&sb).await;
     let r = h2
-        .send(request(Method::POST, &sb.url(&format!("/3/device/{token}")), &topic, ALERT))
+        .send(request(
+            Method::POST,
+            &sb.url(&format!("/3/device/{token}")),
+            &topic,
+            ALERT,
+        ))
         .await;
     assert_eq!((r.status, r.reason()), (403, "MissingProviderToken".into()));
 
@@ -169,27 +371,70 @@ async fn provider_token_verification() {
     .unwrap();
     let iat = now();
     let cases = [
-        ("other key", sign_es256(other.as_ref(), &json!({"alg": "ES256", "kid": c.key_id}), &json!({"iss": c.team_id, "iat": iat}))),
-        ("unknown kid", sign_es256(&c.p8_der, &json!({"alg": "ES256", "kid": "ABCDE12345"}), &json!({"iss": c.team_id, "iat": iat}))),
-        ("other team", sign_es256(&c.p8_der, &json!({"alg": "ES256", "kid": c.key_id}), &json!({"iss": "ZZZZZ99999", "iat": iat}))),
-        ("no iat", sign_es256(&c.p8_der, &json!({"alg": "ES256", "kid": c.key_id}), &json!({"iss": c.team_id}))),
-        ("alg none", sign_es256(&c.p8_der, &json!({"alg": "none", "kid": c.key_id}), &json!({"iss": c.team_id, "iat": iat}))),
+        (
+            "other key",
+            sign_es256(
+                other.as_ref(),
+                &json!({"alg": "ES256", "kid": c.key_id}),
+                &json!({"iss": c.team_id, "iat": iat}),
+            ),
+        ),
+        (
+            "unknown kid",
+            sign_es256(
+                &c.p8_der,
+                &json!({"alg": "ES256", "kid": "ABCDE12345"}),
+                &json!({"iss": c.team_id, "iat": iat}),
+            ),
+        ),
+        (
+            "other team",
+            sign_es256(
+                &c.p8_der,
+                &json!({"alg": "ES256", "kid": c.key_id}),
+                &json!({"iss": "ZZZZZ99999", "iat": iat}),
+            ),
+        ),
+        (
+            "no iat",
+            sign_es256(
+                &c.p8_der,
+                &json!({"alg": "ES256", "kid": c.key_id}),
+                &json!({"iss": c.team_id}),
+            ),
+        ),
+        (
+            "alg none",
+            sign_es256(
+                &c.p8_der,
+                &json!({"alg": "none", "kid": c.key_id}),
+                &json!({"iss": c.team_id, "iat": iat}),
+            ),
+        ),
         ("garbage", "not.a.jwt".to_owned()),
     ];
     for (name, jwt) in &cases {
         // A fresh connection per case, so TooManyProviderTokenUpdates cannot interfere.
         let mut h2 = H2::connect(&sb).await;
         let r = h2.send(sb.apns_request(&token, jwt, &topic, ALERT)).await;
-        assert_eq!((r.status, r.reason()), (403, "InvalidProviderToken".into()), "{name}");
+        assert_eq!(
+            (r.status, r.reason()),
+            (403, "InvalidProviderToken".into()),
+            "{name}"
+        );
     }
 
     // Older than an hour.
     let mut h2 = H2::connect(&sb).await;
-    let r = h2.send(sb.apns_request(&token, &c.apns_jwt(now() - 3700), &topic, ALERT)).await;
+    let r = h2
+        .send(sb.apns_request(&token, &c.apns_jwt(now() - 3700), &topic, ALERT))
+        .await;
     assert_eq!((r.status, r.reason()), (403, "ExpiredProviderToken".into()));
     // 59 minutes old is still fine.
     let mut h2 = H2::connect(&sb).await;
-    let r = h2.send(sb.apns_request(&token, &c.apns_jwt(now() - 3540), &topic, ALERT)).await;
+    let r = h2
+        .send(sb.apns_request(&token, &c.apns_jwt(now() - 3540), &topic, ALERT))
+        .await;
     assert_eq!(r.status, 200);
 
     // The scheme is case-insensitive.
@@ -223,18 +468,29 @@ async fn too_many_provider_token_updates_is_per_connection() {
 
     let mut conn1 = H2::connect(&sb).await;
     for _ in 0..3 {
-        let r = conn1.send(sb.apns_request(&token, &first, &topic, ALERT)).await;
+        let r = conn1
+            .send(sb.apns_request(&token, &first, &topic, ALERT))
+            .await;
         assert_eq!(r.status, 200, "the same token is reused freely");
     }
-    let r = conn1.send(sb.apns_request(&token, &second, &topic, ALERT)).await;
-    assert_eq!((r.status, r.reason()), (429, "TooManyProviderTokenUpdates".into()));
+    let r = conn1
+        .send(sb.apns_request(&token, &second, &topic, ALERT))
+        .await;
+    assert_eq!(
+        (r.status, r.reason()),
+        (429, "TooManyProviderTokenUpdates".into())
+    );
     // The connection keeps working with its token.
-    let r = conn1.send(sb.apns_request(&token, &first, &topic, ALERT)).await;
+    let r = conn1
+        .send(sb.apns_request(&token, &first, &topic, ALERT))
+        .await;
     assert_eq!(r.status, 200);
 
     // Another connection may start with the new token.
     let mut conn2 = H2::connect(&sb).await;
-    let r = conn2.send(sb.apns_request(&token, &second, &topic, ALERT)).await;
+    let r = conn2
+        .send(sb.apns_request(&token, &second, &topic, ALERT))
+        .await;
     assert_eq!(r.status, 200);
     sb.stop().await;
 }
@@ -246,7 +502,14 @@ async fn certificate_auth_uses_the_certificate_uid_as_topic() {
     let token = apns_token(11);
     let url = sb.url(&format!("/3/device/{token}"));
 
-    let r = h2.send(request(Method::POST, &url, &[("apns-topic", "com.example.herald")], ALERT)).await;
+    let r = h2
+        .send(request(
+            Method::POST,
+            &url,
+            &[("apns-topic", "com.example.herald")],
+            ALERT,
+        ))
+        .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     // Like Apple, a single-topic certificate's subject is the default topic.
     let r = h2.send(request(Method::POST, &url, &[], ALERT)).await;
@@ -255,15 +518,32 @@ async fn certificate_auth_uses_the_certificate_uid_as_topic() {
         .send(request(
             Method::POST,
             &url,
-            &[("apns-topic", "com.example.herald.voip"), ("apns-push-type", "voip")],
+            &[
+                ("apns-topic", "com.example.herald.voip"),
+                ("apns-push-type", "voip"),
+            ],
             ALERT,
         ))
         .await;
     assert_eq!(r.status, 200);
-    let r = h2.send(request(Method::POST, &url, &[("apns-topic", "com.example.other")], ALERT)).await;
+    let r = h2
+        .send(request(
+            Method::POST,
+            &url,
+            &[("apns-topic", "com.example.other")],
+            ALERT,
+        ))
+        .await;
     assert_eq!((r.status, r.reason()), (400, "TopicDisallowed".into()));
     // Header rules still apply.
-    let r = h2.send(request(Method::POST, &url, &[("apns-priority", "3")], ALERT)).await;
+    let r = h2
+        .send(request(
+            Method::POST,
+            &url,
+            &[("apns-priority", "3")],
+            ALERT,
+        ))
+        .await;
     assert_eq!((r.status, r.reason()), (400, "BadPriority".into()));
     sb.stop().await;
 }
@@ -273,9 +553,10 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
     let sb = start().await;
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]), "com.example.herald");
+    params.distinguished_name.push(
+        rcgen::DnType::CustomDnType(vec![0, 9, 2342, 19200300, 100, 1, 1]),
+        "com.example.herald",
+    );
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let cert = params.self_signed(&key).unwrap();
     let stream = tls_connect(
@@ -300,7 +581,12 @@ async fn a_certificate_from_another_ca_fails_the_handshake() {
                 Err(_) => true,
                 Ok((mut sender, conn)) => {
                     tokio::spawn(conn);
-                    let req = sb.apns_request(&apns_token(1), &sb.creds.apns_jwt(now()), &[("apns-topic", "com.example.herald")], ALERT);
+                    let req = sb.apns_request(
+                        &apns_token(1),
+                        &sb.creds.apns_jwt(now()),
+                        &[("apns-topic", "com.example.herald")],
+                        ALERT,
+                    );
                     match sender.ready().await {
                         Err(_) => true,
                         Ok(()) => sender.send_request(req).await.is_err(),
