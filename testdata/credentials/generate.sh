@@ -127,6 +127,10 @@ openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-384 -out p384-key.pem
 # 11. An encrypted PKCS#8 key (passphrase "herald"): Herald rejects encrypted keys.
 openssl pkcs8 -topk8 -v2 aes-256-cbc -passout pass:herald -in apns-key.pem -out encrypted-key.pem
 
+# 11b. The APNs certificate and key as a PKCS#12 bundle (passphrase "herald"), as Keychain exports
+#      them: Herald refuses it with a hint to convert it to PEM.
+openssl pkcs12 -export -in apns-cert.pem -inkey apns-key.pem -passout pass:herald -out apns.p12
+
 # 12. A Google-style FCM service account with a fresh RSA-2048 PKCS#8 key, and its public key.
 rsa_key "$work/sa.pem"
 openssl pkey -in "$work/sa.pem" -pubout -out fcm-service-account-public.pem

@@ -581,6 +581,28 @@ fn apn_cert_encrypted_keys_are_refused_with_a_hint() {
 }
 
 #[test]
+fn apn_cert_pkcs12_bundles_are_refused_with_a_hint() {
+    let path = format!(
+        "{}/../../testdata/credentials/apns.p12",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let p12 = STANDARD.encode(std::fs::read(path).unwrap());
+    let e = errors(Apn, json!({"certificate": p12, "privateKey": p12}));
+    assert_eq!(e.len(), 2, "{e:#?}");
+    assert_has(
+        &e,
+        "content.certificate",
+        "certificate is a PKCS#12 (.p12) bundle",
+    );
+    assert_has(
+        &e,
+        "content.privateKey",
+        "private key is a PKCS#12 (.p12) bundle",
+    );
+    assert!(e[0].message.contains("openssl pkcs12 -in cert.p12 -nodes"));
+}
+
+#[test]
 fn apn_cert_missing_and_mistyped_fields() {
     let e = errors(Apn, json!({"certificate": b64(&fixture("apns-cert.pem"))}));
     assert_one(&e, "content.privateKey", "privateKey");

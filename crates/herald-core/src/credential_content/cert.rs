@@ -4,7 +4,7 @@ use time::OffsetDateTime;
 use x509_parser::oid_registry::OID_USERID;
 use x509_parser::parse_x509_certificate;
 
-use super::keys::PublicKey;
+use super::keys::{PKCS12_MESSAGE, PublicKey, is_pkcs12};
 use super::pem::{Decoded, Encoding, decode_field, to_pem};
 
 /// Apple's marker extensions on push certificates (value NULL): 1.2.840.113635.100.6.3.1 is on
@@ -57,6 +57,7 @@ pub(super) fn parse_certificate_field(
             }
             certs
         }
+        Decoded::Der(der) if is_pkcs12(&der) => return Err(PKCS12_MESSAGE.to_owned()),
         Decoded::Der(der) => vec![der],
     };
     let count = ders.len();

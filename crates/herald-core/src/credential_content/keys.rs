@@ -241,12 +241,28 @@ pub(super) fn parse_private_key(
     }
 }
 
+/// Whether `der` looks like a PKCS#12 (`.p12` / `.pfx`) bundle: `SEQUENCE { INTEGER 3,
+/// SEQUENCE ... }`.
+pub(super) fn is_pkcs12(der: &[u8]) -> bool {
+    der::sequence(der).is_some_and(|mut seq| {
+        seq.read(der::INTEGER).and_then(der::small_uint) == Some(3)
+            && seq.peek_tag() == Some(der::SEQUENCE)
+    })
+}
+
+/// What to say about a PKCS#12 bundle; completes "certificate ..." / "private key ...".
+pub(super) const PKCS12_MESSAGE: &str = "is a PKCS#12 (.p12) bundle; Herald needs the certificate \
+     and the private key as PEM (openssl pkcs12 -in cert.p12 -nodes -out cert.pem)";
+
 /// A private key given as bare DER: the form is told apart by its second element
 /// (PKCS#8: AlgorithmIdentifier, PKCS#1: INTEGER modulus, SEC1: OCTET STRING scalar).
 pub(super) fn parse_private_key_der(
     der: &[u8],
     expected_public: Option<&PublicKey>,
 ) -> Result<PrivateKey, KeyProblem> {
+    if is_pkcs12(der) {
+        return Err(KeyProblem::invalid(PKCS12_MESSAGE));
+    }
     let label = der::sequence(der)
         .and_then(|mut seq| {
             seq.read(der::INTEGER)?;
