@@ -14,9 +14,11 @@
 //!     `openssl pkcs12` "Bag Attributes") and private-key blocks are ignored.
 //!   - `privateKey`: the same encodings; the key may be PKCS#8 (`PRIVATE KEY`), PKCS#1
 //!     (`RSA PRIVATE KEY`) or SEC1 (`EC PRIVATE KEY`), RSA 2048–4096 bits, EC P-256/P-384 or
-//!     Ed25519, unencrypted. Certificate blocks next to it are ignored (a combined `.pem`
-//!     exported from a `.p12` works in both fields). It must be the private half of the leaf's
-//!     public key.
+//!     Ed25519, unencrypted (encrypted keys are refused with the openssl command that decrypts
+//!     them). Certificate blocks next to it are ignored (a combined `.pem` exported from a
+//!     `.p12` works in both fields). It must be the private half of the leaf's public key.
+//!     A `.p12` bundle itself (base64) is refused in both fields with the command that turns it
+//!     into PEM.
 //!   - The leaf must be valid now (notBefore ≤ now ≤ notAfter). The issuer is not checked
 //!     (self-signed is fine). A certificate carrying only Apple's development marker extension is
 //!     refused for `APN`, one carrying only the production marker for `APN_SANDBOX`.
