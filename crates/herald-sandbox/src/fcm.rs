@@ -23,6 +23,14 @@ const MAX_ASSERTION_LIFETIME: i64 = 3600;
 const SKEW: i64 = 300;
 const MAX_MESSAGE: usize = 4096;
 const READ_LIMIT: usize = 1 << 20;
+/// Audiences Google's token endpoint accepts besides the service account's `token_uri`:
+/// google-auth (Python) and other Google libraries always sign for the canonical endpoint even
+/// when `token_uri` points elsewhere.
+const GOOGLE_TOKEN_AUDIENCES: [&str; 3] = [
+    "https://oauth2.googleapis.com/token",
+    "https://www.googleapis.com/oauth2/v4/token",
+    "https://accounts.google.com/o/oauth2/token",
+];
 /// Fault key that applies to the token endpoint instead of a device token.
 pub(crate) const OAUTH_FAULT_KEY: &str = "_oauth";
 
@@ -169,7 +177,10 @@ fn verify_assertion(state: &State, assertion: &str) -> Result<bool, GrantError> 
     if !jwt.verify_rs256(&creds.fcm_public_key) {
         return Err(("invalid_grant", "Invalid JWT Signature.".to_owned()));
     }
-    if jwt.claim_str("aud") != Some(creds.fcm_token_uri.as_str()) {
+    let aud = jwt.claim_str("aud");
+    if aud != Some(creds.fcm_token_uri.as_str())
+        && !aud.is_some_and(|a| GOOGLE_TOKEN_AUDIENCES.contains(&a))
+    {
         return Err((
             "invalid_grant",
             format!(

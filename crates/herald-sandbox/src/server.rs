@@ -117,7 +117,7 @@ async fn connection(
         }
     };
     let (_, session) = tls.get_ref();
-    let h2 = session.alpn_protocol() == Some(b"h2");
+    let alpn = session.alpn_protocol().map(<[u8]>::to_vec);
     let cert_topic = session
         .peer_certificates()
         .and_then(|certs| certs.first())
@@ -138,10 +138,11 @@ async fn connection(
         .max_pending_accept_reset_streams(1000)
         .max_local_error_reset_streams(Some(100_000));
     builder.http1().timer(TokioTimer::new());
-    let builder = if h2 {
-        builder.http2_only()
-    } else {
-        builder.http1_only()
+    // Without ALPN the auto builder tells HTTP/2 (prior knowledge) from HTTP/1.1 by the preface.
+    let builder = match alpn.as_deref() {
+        Some(b"h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
     };
 
     state.open_connections.fetch_add(1, Ordering::Relaxed);

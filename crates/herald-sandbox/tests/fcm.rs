@@ -181,6 +181,15 @@ async fn bad_assertions_are_refused() {
         (400, json!("invalid_request"))
     );
 
+    // Google's canonical token endpoint is an accepted audience too (google-auth signs for it
+    // whatever token_uri says).
+    let r =
+        h2.send(sb.token_request(
+            &c.fcm_assertion(json!({"aud": "https://oauth2.googleapis.com/token"})),
+        ))
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+
     // The cloud-platform scope grants FCM as well.
     let r = h2
         .send(sb.token_request(
