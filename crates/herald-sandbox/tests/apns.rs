@@ -329,6 +329,36 @@ async fn method_path_and_http_version() {
         .await;
     assert_eq!((r.status, r.reason()), (400, "MissingDeviceToken".into()));
 
+    // HTTP/2 with prior knowledge (no ALPN) works as well.
+    let stream = tls_connect(
+        sb.addr(),
+        &sb.creds.ca_pem,
+        Tls {
+            alpn: vec![],
+            client_cert: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), None);
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(request(
+            Method::POST,
+            &sb.url(&format!("/3/device/{}", apns_token(1))),
+            &h,
+            ALERT,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+
     // APNs is HTTP/2 only.
     let mut h1 = H1::connect(&sb).await;
     let r = h1
