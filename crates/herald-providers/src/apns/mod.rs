@@ -222,6 +222,14 @@ impl ApnsClient {
         self.pool.connections_opened()
     }
 
+    /// How many provider tokens (JWTs) this client has minted; 0 with certificate auth.
+    pub fn provider_tokens_minted(&self) -> u64 {
+        match &self.auth {
+            Auth::Token(tokens) => tokens.minted(),
+            Auth::Certificate => 0,
+        }
+    }
+
     /// Sends a prepared message to one device token; `id` becomes `apns-id`. Never fails: every
     /// answer, error and timeout is an [`Outcome`].
     pub async fn send(&self, prepared: &ApnsPrepared, device_token: &str, id: Uuid) -> Outcome {
@@ -493,6 +501,7 @@ mod tests {
         assert_eq!(header(r, "apns-collapse-id"), Some("c-1"));
         assert_eq!(&r.body[..], &apns_payload(&msg)[..]);
         assert_eq!(client.connections_opened(), 1);
+        assert_eq!(client.provider_tokens_minted(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

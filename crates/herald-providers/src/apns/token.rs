@@ -57,6 +57,11 @@ impl ProviderTokens {
         })
     }
 
+    /// How many tokens were minted so far.
+    pub(crate) fn minted(&self) -> u64 {
+        self.state.lock().expect("token lock").generation
+    }
+
     /// The token to send with now (minted when there is none or it is 50 minutes old).
     pub(crate) fn current(&self) -> Arc<ProviderToken> {
         self.current_at(Instant::now(), SystemTime::now())

@@ -243,7 +243,8 @@ pub fn classify_fcm_legacy(status: u16, body: &[u8], retry_after: Option<Duratio
         } else {
             "Unavailable"
         };
-        return of_class(Class::Retry, reason_text(code, Some(short)));
+        // The body of these is an HTML error page at best.
+        return of_class(Class::Retry, code.to_string());
     }
     if status == 400 || status == 413 {
         // 400: a JSON error in the request (plain-text body); 413: too big.
