@@ -138,6 +138,37 @@ async fn revoked_access_token_is_refreshed_once_for_everyone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_token_is_refreshed_before_it_expires() {
+    let sandbox = start().await;
+    // Tokens that live 2 seconds: the client refreshes them halfway (a long-lived one 5 minutes
+    // before it expires).
+    sandbox
+        .patch_config(json!({"accessTokenLifetime": 2}))
+        .await;
+    let providers = sandbox.providers();
+    let client = providers.fcm("fcm", 1, &sandbox.fcm()).unwrap();
+    let prepared = client.prepare(&message());
+    assert!(
+        client
+            .send(&prepared, "a", Uuid::now_v7())
+            .await
+            .is_delivered()
+    );
+    assert_eq!(client.token_fetches(), 1);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(
+        client
+            .send(&prepared, "b", Uuid::now_v7())
+            .await
+            .is_delivered()
+    );
+    assert_eq!(client.token_fetches(), 2);
+    // Refreshed ahead of time, so the provider never refused a token.
+    assert_eq!(sandbox.received("b").await.len(), 1);
+    assert_eq!(oauth_requests(&sandbox.stats().await), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unauthenticated_after_the_refresh_is_a_credential_error() {
     let sandbox = start().await;
     let providers = sandbox.providers();

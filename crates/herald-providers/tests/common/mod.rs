@@ -161,6 +161,17 @@ impl Sandbox {
             .unwrap()
     }
 
+    pub async fn patch_config(&self, config: Value) {
+        let response = self
+            .control
+            .patch(self.url("/_sandbox/config"))
+            .json(&config)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
     pub async fn post(&self, path: &str) -> Value {
         let response = self
             .control
