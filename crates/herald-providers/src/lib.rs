@@ -24,9 +24,11 @@
 //! ```
 //!
 //! * [`Providers`] holds one client per credential, keyed by the credential's id and a content
-//!   version chosen by the caller (bump it when the key rotates: the old client, its connections
-//!   and its cached tokens are dropped and a new one is built). [`Providers::remove`] forgets a
-//!   deleted credential.
+//!   version chosen by the caller that grows with every content change (e.g. a revision counter
+//!   or the update time in nanoseconds). A higher version replaces the client (its connections
+//!   and cached tokens go with the last `Arc`); a lower one gets the newer client. `cached_*`
+//!   look a client up without the credential (no need to decrypt it on every batch), and
+//!   [`Providers::remove`] forgets a deleted credential.
 //! * A client ([`ApnsClient`], [`FcmClient`], [`FcmLegacyClient`]) is an `Arc` shared by every task
 //!   sending through that credential. It owns a pool of HTTP/2 connections (at most
 //!   `max_connections_per_credential`, opened on demand when every open connection has as many
@@ -160,8 +162,8 @@ impl Providers {
         &self.config
     }
 
-    /// The APNs client of credential `id` at content `version` (built on first use; a new version
-    /// replaces the old client).
+    /// The APNs client of credential `id` at content `version` (built on first use; a higher
+    /// version replaces the old client, a lower one gets the newer client).
     pub fn apns(
         &self,
         id: &str,
@@ -222,11 +224,36 @@ impl Providers {
         })
     }
 
+    /// The cached APNs client of credential `id` at `version`, without building one (so a caller
+    /// can skip decrypting the credential when its client exists).
+    pub fn cached_apns(&self, id: &str, version: u64) -> Option<Arc<ApnsClient>> {
+        cached(&self.apns, id, version)
+    }
+
+    /// The cached FCM HTTP v1 client of credential `id` at `version`.
+    pub fn cached_fcm(&self, id: &str, version: u64) -> Option<Arc<FcmClient>> {
+        cached(&self.fcm, id, version)
+    }
+
+    /// The cached legacy FCM client of credential `id` at `version`.
+    pub fn cached_fcm_legacy(&self, id: &str, version: u64) -> Option<Arc<FcmLegacyClient>> {
+        cached(&self.fcm_legacy, id, version)
+    }
+
     /// Forgets the clients of credential `id` (deleted credential). Sends in progress finish.
     pub fn remove(&self, id: &str) {
         self.apns.write().expect("registry lock").remove(id);
         self.fcm.write().expect("registry lock").remove(id);
         self.fcm_legacy.write().expect("registry lock").remove(id);
+    }
+}
+
+/// The cached client of `id` if its version is `version` or newer (a newer client carries the
+/// rotated content, which is what a sender with an older version should use too).
+fn cached<C>(registry: &Registry<C>, id: &str, version: u64) -> Option<Arc<C>> {
+    match registry.read().expect("registry lock").get(id) {
+        Some((v, client)) if *v >= version => Some(client.clone()),
+        _ => None,
     }
 }
 
@@ -236,16 +263,15 @@ fn get_or_build<C>(
     version: u64,
     build: impl FnOnce() -> Result<C, ProviderError>,
 ) -> Result<Arc<C>, ProviderError> {
-    if let Some((v, client)) = registry.read().expect("registry lock").get(id)
-        && *v == version
-    {
-        return Ok(client.clone());
+    if let Some(client) = cached(registry, id, version) {
+        return Ok(client);
     }
     let client = Arc::new(build()?);
     let mut map = registry.write().expect("registry lock");
     match map.get(id) {
-        // Someone built it meanwhile: keep theirs, so every sender shares one client.
-        Some((v, existing)) if *v == version => Ok(existing.clone()),
+        // Someone built it (or a newer version) meanwhile: keep theirs, so every sender shares
+        // one client.
+        Some((v, existing)) if *v >= version => Ok(existing.clone()),
         _ => {
             map.insert(id.to_string(), (version, client.clone()));
             Ok(client)
@@ -270,13 +296,26 @@ mod tests {
         let cred = FcmLegacyCredential {
             server_key: "AAAA".into(),
         };
+        assert!(providers.cached_fcm_legacy("cr1", 1).is_none());
         let a = providers.fcm_legacy("cr1", 1, &cred).unwrap();
         let b = providers.fcm_legacy("cr1", 1, &cred).unwrap();
         assert!(Arc::ptr_eq(&a, &b));
+        assert!(Arc::ptr_eq(
+            &a,
+            &providers.cached_fcm_legacy("cr1", 1).unwrap()
+        ));
+        assert!(providers.cached_fcm_legacy("cr1", 2).is_none());
         let c = providers.fcm_legacy("cr1", 2, &cred).unwrap();
         assert!(!Arc::ptr_eq(&a, &c));
         let d = providers.fcm_legacy("cr1", 2, &cred).unwrap();
         assert!(Arc::ptr_eq(&c, &d));
+        // A sender that still has the old version gets the rotated client.
+        let old = providers.fcm_legacy("cr1", 1, &cred).unwrap();
+        assert!(Arc::ptr_eq(&c, &old));
+        assert!(Arc::ptr_eq(
+            &c,
+            &providers.cached_fcm_legacy("cr1", 1).unwrap()
+        ));
         providers.remove("cr1");
         let e = providers.fcm_legacy("cr1", 2, &cred).unwrap();
         assert!(!Arc::ptr_eq(&c, &e));

@@ -148,10 +148,11 @@ impl FcmClient {
         self.pool.connections_opened()
     }
 
-    /// Sends a prepared message to one registration token. `_id` is Herald's notification id (FCM
-    /// names messages itself; the name comes back in `Delivered::provider_id`). Never fails: every
-    /// answer, error and timeout is an [`Outcome`].
-    pub async fn send(&self, prepared: &FcmPrepared, device_token: &str, _id: Uuid) -> Outcome {
+    /// Sends a prepared message to one registration token. `id` is Herald's notification id; FCM
+    /// names messages itself (the name comes back in `Delivered::provider_id`), so it is only
+    /// logged. Never fails: every answer, error and timeout is an [`Outcome`].
+    pub async fn send(&self, prepared: &FcmPrepared, device_token: &str, id: Uuid) -> Outcome {
+        tracing::trace!(notification = %id, "FCM send");
         match tokio::time::timeout(self.timeout, self.send_inner(prepared, device_token)).await {
             Ok(outcome) => outcome,
             Err(_) => Outcome::retry(format!(
