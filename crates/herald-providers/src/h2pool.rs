@@ -206,6 +206,8 @@ struct PoolInner {
     tls: Option<Arc<rustls::ClientConfig>>,
     max_connections: usize,
     connect_timeout: Duration,
+    /// PING every this long, and give up on a connection whose PING goes unanswered this long.
+    keep_alive: (Duration, Duration),
     state: Mutex<PoolState>,
     connections_opened: AtomicU64,
 }
@@ -291,9 +293,22 @@ impl Pool {
                 tls,
                 max_connections: max_connections.max(1),
                 connect_timeout,
+                keep_alive: (PING_INTERVAL, PING_TIMEOUT),
                 state: Mutex::new(PoolState::default()),
                 connections_opened: AtomicU64::new(0),
             }),
+        }
+    }
+
+    /// The same pool with other keep-alive timings (tests).
+    #[cfg(test)]
+    pub(crate) fn with_keep_alive(self, interval: Duration, timeout: Duration) -> Pool {
+        let mut inner = Arc::try_unwrap(self.inner)
+            .ok()
+            .expect("keep-alive timings are set before the pool is shared");
+        inner.keep_alive = (interval, timeout);
+        Pool {
+            inner: Arc::new(inner),
         }
     }
 
@@ -452,7 +467,7 @@ async fn connect(inner: &PoolInner) -> Result<Arc<Conn>, ConnectError> {
         .map_err(|e| ConnectError::from_io(&format!("connecting to {}", origin.authority), &e))?;
     let _ = tcp.set_nodelay(true);
     match &inner.tls {
-        None => handshake(tcp, origin).await,
+        None => handshake(tcp, origin, inner.keep_alive).await,
         Some(config) => {
             let tls = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(origin.server_name.clone(), tcp)
@@ -466,12 +481,16 @@ async fn connect(inner: &PoolInner) -> Result<Arc<Conn>, ConnectError> {
                     origin.authority
                 )));
             }
-            handshake(tls, origin).await
+            handshake(tls, origin, inner.keep_alive).await
         }
     }
 }
 
-async fn handshake<T>(io: T, origin: &Origin) -> Result<Arc<Conn>, ConnectError>
+async fn handshake<T>(
+    io: T,
+    origin: &Origin,
+    keep_alive: (Duration, Duration),
+) -> Result<Arc<Conn>, ConnectError>
 where
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -534,7 +553,7 @@ where
             None => ConnectError::network(format!("{what}: connection closed during setup")),
         });
     }
-    tokio::spawn(keep_alive(ping_pong, shared.clone()));
+    tokio::spawn(keep_connection_alive(ping_pong, shared.clone(), keep_alive));
     Ok(Arc::new(Conn {
         send,
         in_flight: AtomicUsize::new(0),
@@ -542,17 +561,21 @@ where
     }))
 }
 
-async fn keep_alive(mut ping_pong: h2::PingPong, shared: Arc<ConnShared>) {
+async fn keep_connection_alive(
+    mut ping_pong: h2::PingPong,
+    shared: Arc<ConnShared>,
+    (interval, timeout): (Duration, Duration),
+) {
     loop {
         let finished = shared.finished.notified();
         if shared.closed.load(Ordering::Acquire) {
             return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(PING_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
             _ = finished => return,
         }
-        match tokio::time::timeout(PING_TIMEOUT, ping_pong.ping(Ping::opaque())).await {
+        match tokio::time::timeout(timeout, ping_pong.ping(Ping::opaque())).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return,
             Err(_) => {
@@ -738,6 +761,24 @@ mod tests {
         // Not resent by the pool.
         assert_eq!(server.recorded().len(), 1);
         // The next request gets a new connection.
+        assert_eq!(post(&pool, "/b").await.unwrap().status, 200);
+        assert_eq!(pool.connections_opened(), 2);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_ping_closes_the_connection() {
+        // The server stops reading the connection after the first request: no answer, no PONG.
+        let server = TestServer::start(
+            Options::default(),
+            Arc::new(|_, index| if index == 0 { Action::Freeze } else { ok() }),
+        )
+        .await;
+        let pool = pool_for(&server.url(), true, 4)
+            .with_keep_alive(Duration::from_millis(50), Duration::from_millis(200));
+        // The request is not left hanging until its deadline: the dead connection is closed and
+        // the request reported as possibly sent.
+        let err = post(&pool, "/a").await.unwrap_err();
+        assert!(matches!(err, SendError::MaybeSent(_)), "{err:?}");
         assert_eq!(post(&pool, "/b").await.unwrap().status, 200);
         assert_eq!(pool.connections_opened(), 2);
     }

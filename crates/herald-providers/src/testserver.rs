@@ -33,6 +33,8 @@ pub(crate) enum Action {
     Reset(Reason),
     /// Drop the whole connection without answering.
     DropConnection,
+    /// Stop reading and writing the connection (no answers, no PING replies), keeping it open.
+    Freeze,
 }
 
 pub(crate) type Handler = Arc<dyn Fn(&Recorded, usize) -> Action + Send + Sync>;
@@ -65,6 +67,7 @@ impl Default for Options {
 
 enum Control {
     GoAway,
+    Freeze(h2::server::SendResponse<Bytes>),
     /// Drop the connection; the stream's responder goes along so that dropping it first cannot
     /// reset the stream before the connection goes.
     Drop(h2::server::SendResponse<Bytes>),
@@ -233,11 +236,20 @@ async fn serve<T>(
                         Action::DropConnection => {
                             let _ = control_tx.send(Control::Drop(respond));
                         }
+                        Action::Freeze => {
+                            let _ = control_tx.send(Control::Freeze(respond));
+                        }
                     }
                 });
             }
             Some(control) = control_rx.recv() => match control {
                 Control::GoAway => conn.graceful_shutdown(),
+                Control::Freeze(respond) => {
+                    // Hold the connection without polling it until the client goes away.
+                    let _held = (conn, respond);
+                    std::future::pending::<()>().await;
+                    return;
+                }
                 Control::Drop(respond) => {
                     drop(conn);
                     drop(respond);
