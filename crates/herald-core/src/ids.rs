@@ -54,7 +54,10 @@ pub fn new_sid(prefix: &str) -> String {
 /// Whether `sid` has the form `prefix` + 32 lowercase hex digits.
 pub fn is_sid(prefix: &str, sid: &str) -> bool {
     sid.strip_prefix(prefix).is_some_and(|hex| {
-        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -82,8 +85,20 @@ mod tests {
     fn type_id_rejects_other_prefixes_and_bad_text() {
         let id = new_type_id(USER);
         assert!(parse_type_id(CREDENTIAL, &id).is_none());
-        assert!(parse_type_id(USER, "comms_pushnotificationuser_8zzzzzzzzzzzzzzzzzzzzzzzzz").is_none());
-        assert!(parse_type_id(USER, "comms_pushnotificationuser_0000000000000000000000000u").is_none());
+        assert!(
+            parse_type_id(
+                USER,
+                "comms_pushnotificationuser_8zzzzzzzzzzzzzzzzzzzzzzzzz"
+            )
+            .is_none()
+        );
+        assert!(
+            parse_type_id(
+                USER,
+                "comms_pushnotificationuser_0000000000000000000000000u"
+            )
+            .is_none()
+        );
         assert!(parse_type_id(USER, "comms_pushnotificationuser_short").is_none());
     }
 

@@ -125,11 +125,17 @@ impl Tags {
     /// Validates a JSON value as tags; errors are `(json path below the tags field, message)`.
     pub fn from_json(value: &serde_json::Value) -> Result<Self, Vec<(String, String)>> {
         let Some(object) = value.as_object() else {
-            return Err(vec![(String::new(), "tags must be an object of string values".into())]);
+            return Err(vec![(
+                String::new(),
+                "tags must be an object of string values".into(),
+            )]);
         };
         let mut errors = Vec::new();
         if object.len() > Self::MAX_PAIRS {
-            errors.push((String::new(), format!("at most {} tags are allowed", Self::MAX_PAIRS)));
+            errors.push((
+                String::new(),
+                format!("at most {} tags are allowed", Self::MAX_PAIRS),
+            ));
         }
         let mut tags = BTreeMap::new();
         for (key, value) in object {
@@ -145,7 +151,11 @@ impl Tags {
                 None => errors.push((path, "tag values must be strings".into())),
             }
         }
-        if errors.is_empty() { Ok(Self(tags)) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(Self(tags))
+        } else {
+            Err(errors)
+        }
     }
 
     pub fn as_map(&self) -> &BTreeMap<String, String> {

@@ -29,8 +29,14 @@ mod tests {
     #[test]
     fn formats_with_second_precision_and_z() {
         assert_eq!(format_rfc3339(1_700_000_000_123), "2023-11-14T22:13:20Z");
-        assert_eq!(parse_rfc3339("2023-11-14T22:13:20Z"), Some(1_700_000_000_000));
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000_500));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20.5+01:00"),
+            Some(1_700_000_000_500)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

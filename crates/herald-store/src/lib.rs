@@ -36,7 +36,7 @@ pub use credentials::CredentialStore;
 pub use devices::DeviceStore;
 pub use error::StoreError;
 pub use page::{Cursor, Page, PageRequest, keyset_condition};
-pub use secret_box::{MasterKey, SecretBox};
+pub use secret_box::{MasterKey, SecretBox, write_private_file};
 pub use users::UserStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -159,7 +159,6 @@ impl SqlStore {
     pub(crate) fn secrets(&self) -> &SecretBox {
         &self.inner.secrets
     }
-    #[allow(dead_code)] // until the credential rules use it
     pub(crate) fn limits(&self) -> &StoreLimits {
         &self.inner.limits
     }

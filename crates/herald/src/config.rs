@@ -1,0 +1,221 @@
+//! Configuration: command-line flags, each with an environment twin (`HERALD_*`), over an
+//! optional TOML file (`--config`) with the same keys in snake_case, over defaults.
+//! Precedence: flag > environment > file > default.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use herald_api::ApiConfig;
+use herald_api::rate_limit::RateLimit;
+use herald_store::{MasterKey, SqlStore, StoreLimits};
+use serde::Deserialize;
+
+/// Where the data lives; shared by `serve`, `accounts` and `keys`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct StoreArgs {
+    /// TOML configuration file (same keys as the flags, in snake_case).
+    #[arg(long, env = "HERALD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory: SQLite database, master key file, bootstrap account file.
+    #[arg(long, env = "HERALD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// `postgres://...` for PostgreSQL; default: the SQLite file `DATA_DIR/herald.db`.
+    #[arg(long, env = "HERALD_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "HERALD_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Base of the absolute URLs in responses (default `http://LISTEN`, `https://` with TLS).
+    #[arg(long, env = "HERALD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// PEM certificate chain to serve TLS with (needs `--tls-key-file`).
+    #[arg(long, env = "HERALD_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `--tls-cert-file`.
+    #[arg(long, env = "HERALD_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// Requests per second each account may make (token bucket refill).
+    #[arg(long, env = "HERALD_RATE_LIMIT_PER_SECOND")]
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests an account may burst above the rate.
+    #[arg(long, env = "HERALD_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<f64>,
+    /// Largest request body in bytes (larger → 413).
+    #[arg(long, env = "HERALD_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// Apps per account.
+    #[arg(long, env = "HERALD_MAX_APPS_PER_ACCOUNT")]
+    pub max_apps_per_account: Option<i64>,
+    /// Credentials per app.
+    #[arg(long, env = "HERALD_MAX_CREDENTIALS_PER_APP")]
+    pub max_credentials_per_app: Option<i64>,
+}
+
+/// The optional TOML file.
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    listen: Option<SocketAddr>,
+    public_url: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
+    rate_limit_per_second: Option<f64>,
+    rate_limit_burst: Option<f64>,
+    body_limit_bytes: Option<usize>,
+    max_apps_per_account: Option<i64>,
+    max_credentials_per_app: Option<i64>,
+}
+
+/// Everything resolved.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub public_url: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub rate_limit: RateLimit,
+    pub body_limit_bytes: usize,
+    pub limits: StoreLimits,
+}
+
+impl Settings {
+    pub fn load(store: &StoreArgs, serve: Option<&ServeArgs>) -> anyhow::Result<Self> {
+        let file = match &store.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let default_serve = ServeArgs::default();
+        let serve = serve.unwrap_or(&default_serve);
+        let data_dir = store
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./herald-data"));
+        let database_url = store
+            .database_url
+            .clone()
+            .or(file.database_url)
+            .unwrap_or_else(|| SqlStore::default_sqlite_url(&data_dir));
+        let tls = match (
+            serve.tls_cert_file.clone().or(file.tls_cert_file),
+            serve.tls_key_file.clone().or(file.tls_key_file),
+        ) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "TLS needs both a certificate file and a key file (HERALD_TLS_CERT_FILE, HERALD_TLS_KEY_FILE)"
+            ),
+        };
+        let defaults = RateLimit::default();
+        let store_defaults = StoreLimits::default();
+        Ok(Self {
+            listen: serve
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".parse().expect("valid address")),
+            public_url: serve.public_url.clone().or(file.public_url),
+            tls,
+            rate_limit: RateLimit {
+                requests_per_second: serve
+                    .rate_limit_per_second
+                    .or(file.rate_limit_per_second)
+                    .unwrap_or(defaults.requests_per_second),
+                burst: serve
+                    .rate_limit_burst
+                    .or(file.rate_limit_burst)
+                    .unwrap_or(defaults.burst),
+            },
+            body_limit_bytes: serve
+                .body_limit_bytes
+                .or(file.body_limit_bytes)
+                .unwrap_or(4 * 1024 * 1024),
+            limits: StoreLimits {
+                max_apps_per_account: serve
+                    .max_apps_per_account
+                    .or(file.max_apps_per_account)
+                    .unwrap_or(store_defaults.max_apps_per_account),
+                max_credentials_per_app: serve
+                    .max_credentials_per_app
+                    .or(file.max_credentials_per_app)
+                    .unwrap_or(store_defaults.max_credentials_per_app),
+            },
+            data_dir,
+            database_url,
+        })
+    }
+
+    /// The master key: `HERALD_MASTER_KEY`, else `DATA_DIR/master.key` (created 0600 on first use).
+    pub fn master_key(&self) -> anyhow::Result<MasterKey> {
+        if let Ok(text) = std::env::var("HERALD_MASTER_KEY") {
+            return Ok(MasterKey::parse(&text)?);
+        }
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("creating data directory {}", self.data_dir.display()))?;
+        Ok(MasterKey::load_or_create(
+            &self.data_dir.join("master.key"),
+        )?)
+    }
+
+    pub async fn open_store(&self) -> anyhow::Result<Arc<SqlStore>> {
+        let key = self.master_key()?;
+        let store = SqlStore::connect(&self.database_url, &key, self.limits.clone())
+            .await
+            .with_context(|| {
+                format!(
+                    "opening the store at {}",
+                    herald_store::redact_url(&self.database_url)
+                )
+            })?;
+        Ok(Arc::new(store))
+    }
+
+    pub fn api_config(&self, bound: SocketAddr) -> ApiConfig {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let public_url = self
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("{scheme}://{bound}"));
+        let mut config = ApiConfig::new(public_url);
+        config.rate_limit = self.rate_limit.clone();
+        config.body_limit_bytes = self.body_limit_bytes;
+        config
+    }
+
+    pub fn bootstrap_file(&self) -> PathBuf {
+        self.data_dir.join("bootstrap-account.json")
+    }
+}
+
+/// Structured logs to stderr: `HERALD_LOG` (or `RUST_LOG`) filters, `HERALD_LOG_FORMAT=json` for JSON.
+pub fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = std::env::var("HERALD_LOG")
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .unwrap_or_else(|| "info,sqlx=warn,tower_http=info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::new(filter))
+        .with_writer(std::io::stderr);
+    if std::env::var("HERALD_LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json")) {
+        let _ = builder.json().try_init();
+    } else {
+        let _ = builder.try_init();
+    }
+}

@@ -1,0 +1,79 @@
+//! `herald serve`: open the store, bootstrap the first account, serve the API until SIGTERM/ctrl-c.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use herald_api::AppState;
+use herald_store::{AccountStore, write_private_file};
+use serde_json::json;
+
+use crate::config::{ServeArgs, Settings, init_tracing};
+
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_tracing();
+    let settings = Settings::load(&args.store, Some(&args))?;
+    let store = settings.open_store().await?;
+    let master_key = settings.master_key()?;
+
+    if let Some(account) = store.bootstrap_account().await? {
+        let contents = json!({"accountSid": account.account.sid, "authToken": account.auth_token});
+        let path = settings.bootstrap_file();
+        write_private_file(&path, format!("{contents}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+        // The one time a secret reaches the terminal: the first start, so a new user can call the API.
+        eprintln!(
+            "\nCreated the first account (also saved in {}, mode 0600):\n  HERALD_ACCOUNT_SID={}\n  HERALD_AUTH_TOKEN={}\n",
+            path.display(),
+            account.account.sid,
+            account.auth_token
+        );
+    }
+
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(herald_api::server::tls_config(cert, key)?),
+        None => None,
+    };
+    let listener = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("binding {}", settings.listen))?;
+    let bound = listener.local_addr()?;
+    let config = settings.api_config(bound);
+    tracing::info!(
+        listen = %bound,
+        public_url = %config.public_url,
+        database = %herald_store::redact_url(&settings.database_url),
+        tls = settings.tls.is_some(),
+        "herald serving"
+    );
+    let state = AppState::new(
+        store.clone() as Arc<dyn herald_store::Store>,
+        config,
+        &master_key,
+    );
+    herald_api::server::serve(listener, herald_api::router(state), tls, shutdown_signal()).await?;
+    tracing::info!("shutting down");
+    store.close().await;
+    Ok(())
+}
+
+/// Completes on ctrl-c or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
