@@ -4,6 +4,7 @@
 pub mod credential_content;
 pub mod ids;
 pub mod names;
+pub mod send;
 pub mod time;
 
 pub use names::{AppName, DeviceStatus, DeviceToken, Provider, Tags};

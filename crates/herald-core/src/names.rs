@@ -6,9 +6,22 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 /// An app's name, which is also its key: `^[a-z0-9_]{1,64}$`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(transparent)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct AppName(String);
+
+impl TryFrom<String> for AppName {
+    type Error = String;
+    fn try_from(text: String) -> Result<Self, String> {
+        Self::parse(&text)
+    }
+}
+
+impl From<AppName> for String {
+    fn from(name: AppName) -> String {
+        name.0
+    }
+}
 
 impl AppName {
     pub fn parse(text: &str) -> Result<Self, String> {
