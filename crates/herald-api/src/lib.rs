@@ -63,6 +63,9 @@ pub struct AppState {
     pub(crate) auth: Arc<AuthCache>,
     pub(crate) limiter: Arc<RateLimiter>,
     pub pages: Arc<PageTokens>,
+    /// Notified after a send is stored, so the delivery engine plans it without waiting for its
+    /// next poll. The binary hands the same `Notify` to the engine.
+    pub wake_delivery: Arc<tokio::sync::Notify>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             pages: Arc::new(PageTokens::new(
                 &master_key.derive_key("herald page tokens v1"),
             )),
+            wake_delivery: Arc::new(tokio::sync::Notify::new()),
             store,
             config: Arc::new(config),
         }
