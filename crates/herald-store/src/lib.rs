@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod apps;
 pub mod chat_credentials;
 pub mod credentials;
+pub mod delivery;
 pub mod devices;
 mod error;
 pub mod page;
@@ -33,6 +34,7 @@ pub use accounts::AccountStore;
 pub use apps::AppStore;
 pub use chat_credentials::ChatCredentialStore;
 pub use credentials::CredentialStore;
+pub use delivery::DeliveryStore;
 pub use devices::DeviceStore;
 pub use error::StoreError;
 pub use page::{Cursor, Page, PageRequest, keyset_condition};
@@ -47,6 +49,7 @@ pub trait Store:
     + AppStore
     + ChatCredentialStore
     + CredentialStore
+    + DeliveryStore
     + DeviceStore
     + UserStore
     + Send
@@ -60,6 +63,7 @@ impl<T> Store for T where
         + AppStore
         + ChatCredentialStore
         + CredentialStore
+        + DeliveryStore
         + DeviceStore
         + UserStore
         + Send

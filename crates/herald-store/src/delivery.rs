@@ -1,0 +1,1213 @@
+//! The send path's records and the delivery queue: operations (one per accepted send request),
+//! push notifications (one per resolved device; the rows are also the queue), and idempotency
+//! keys. The delivery engine (`herald-delivery`) drives the queue through the engine half of
+//! [`DeliveryStore`]; the API reads and cancels through the other half.
+//!
+//! Queue discipline (see `docs/delivery.md`):
+//! - a notification is `SCHEDULED` (waits for `due_at` = sendAt), `QUEUED` (claimable when
+//!   `due_at <= now`), or final (`SENT`, `FAILED`, `CANCELED`);
+//! - a claim takes a batch of due `QUEUED` rows, moves their `due_at` to the end of the lease and
+//!   stamps them with a claim token (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so nodes never take the
+//!   same rows; SQLite: one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING` on the single
+//!   writer). An outcome write names the token, so a node whose lease expired and was taken over
+//!   cannot overwrite the new owner's result. A row whose lease expires is due again by itself;
+//! - the operation's stats are counters updated in the same transaction as every status change,
+//!   so they always add up; the operation is `COMPLETED` (or `CANCELED` after a cancel) in the
+//!   transaction that leaves it with nothing to plan, schedule or send.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use herald_core::send::SendRequest;
+use herald_core::time::now_ms;
+use herald_core::{Provider, Tags, ids};
+use serde_json::Value;
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row};
+
+use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Rows per multi-row statement (7 parameters each, far below both databases' limits).
+const INSERT_CHUNK: usize = 500;
+/// IDs bound per `IN (...)` list.
+const IN_CHUNK: usize = 500;
+
+/// An idempotency key and the hash of the canonical parsed JSON body it came with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A validated send request to store.
+#[derive(Debug, Clone)]
+pub struct NewOperation {
+    pub account_sid: String,
+    pub request: SendRequest,
+    pub idempotency: Option<Idempotency>,
+}
+
+/// What [`DeliveryStore::create_operation`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatedOperation {
+    pub id: String,
+    /// The same key with the same body within 24 h: `id` is the first operation, nothing new
+    /// was stored.
+    pub replayed: bool,
+}
+
+/// `total` is the sum of the other six but `recipients`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OperationStats {
+    pub total: i64,
+    pub recipients: i64,
+    pub unaddressable: i64,
+    pub scheduled: i64,
+    pub queued: i64,
+    pub sent: i64,
+    pub failed: i64,
+    pub canceled: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperationRecord {
+    pub id: String,
+    /// `SCHEDULED` | `PROCESSING` | `COMPLETED` | `CANCELED`
+    pub status: String,
+    pub stats: OperationStats,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub completed_at: Option<i64>,
+}
+
+/// Operation list filters (AND).
+#[derive(Debug, Clone, Default)]
+pub struct OperationFilter {
+    pub status: Option<String>,
+    /// `created_at >= start_ms`
+    pub start_ms: Option<i64>,
+    /// `created_at <= end_ms`
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotificationRecord {
+    pub id: String,
+    pub operation_id: String,
+    pub provider: Provider,
+    pub token: String,
+    pub credential_id: String,
+    /// `SCHEDULED` | `QUEUED` | `SENT` | `FAILED` | `CANCELED`
+    pub status: String,
+    pub priority: String,
+    pub tags: Tags,
+    pub user_id: Option<String>,
+    pub attempts: i64,
+    /// `{code, message, providerStatus, providerReason}`
+    pub error: Option<Value>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+/// Notification list filters (AND).
+#[derive(Debug, Clone, Default)]
+pub struct NotificationFilter {
+    pub operation_id: Option<String>,
+    pub status: Option<String>,
+    pub user_id: Option<String>,
+    pub provider: Option<Provider>,
+    /// Every pair must be among the notification's tags.
+    pub tags: Vec<(String, String)>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+// ---- engine side -------------------------------------------------------------------------------
+
+/// An operation claimed for planning: resolve `to[planned..]` into notifications.
+#[derive(Debug, Clone)]
+pub struct PlanTask {
+    pub operation_id: String,
+    pub account_sid: String,
+    /// The stored [`SendRequest`] JSON.
+    pub request: String,
+    /// Entries of `to` already resolved (the resume point).
+    pub planned: i64,
+    pub send_at: Option<i64>,
+    pub expires_at: i64,
+    pub created_at: i64,
+    /// The claim's owner token; [`DeliveryStore::write_plan_batch`] must name it.
+    pub owner: String,
+}
+
+/// One notification the planner resolved.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewNotification {
+    pub recipient_index: i64,
+    pub provider: Provider,
+    pub token: String,
+    pub credential_id: String,
+    /// The app the device was resolved in (dead tokens are marked INVALID there).
+    pub app_name: Option<String>,
+    pub user_id: Option<String>,
+}
+
+/// One step of planning: the notifications of `to[planned_before..planned_after]`.
+#[derive(Debug, Clone)]
+pub struct PlanBatch {
+    pub operation_id: String,
+    pub owner: String,
+    pub planned_before: i64,
+    pub planned_after: i64,
+    pub notifications: Vec<NewNotification>,
+    /// Recipients of this step that resolved to no usable device.
+    pub unaddressable: i64,
+    /// No recipient is left after this step.
+    pub done: bool,
+    /// The plan lease is extended to this time.
+    pub lease_until: i64,
+    pub priority: String,
+    pub tags: Tags,
+    /// `Some(sendAt)` while sendAt is in the future: the rows are SCHEDULED until then.
+    pub scheduled_until: Option<i64>,
+    pub expires_at: i64,
+}
+
+/// A claimed notification, with what the dispatcher needs to send it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedNotification {
+    pub id: String,
+    pub operation_id: String,
+    pub account_sid: String,
+    pub recipient_index: i64,
+    pub provider: Provider,
+    pub token: String,
+    pub credential_id: String,
+    pub app_name: Option<String>,
+    pub user_id: Option<String>,
+    /// Attempts including this one.
+    pub attempts: i64,
+    pub expires_at: i64,
+}
+
+/// A batch of claimed notifications and the token their outcomes must name.
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub token: String,
+    pub lease_until: i64,
+    pub notifications: Vec<ClaimedNotification>,
+}
+
+/// The error recorded on a notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationError {
+    /// `expired`, `retries-exhausted`, `dead-token`, `permanent`, `credential`, ...
+    pub code: String,
+    pub message: String,
+    pub provider_status: Option<u16>,
+    pub provider_reason: Option<String>,
+}
+
+impl NotificationError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+            provider_status: None,
+            provider_reason: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "code": self.code,
+            "message": self.message,
+            "providerStatus": self.provider_status,
+            "providerReason": self.provider_reason,
+        })
+    }
+}
+
+/// What happened to one claimed notification.
+#[derive(Debug, Clone, PartialEq)]
+pub enum OutcomeKind {
+    Sent,
+    /// Stays QUEUED, due again at `due_at`; the error is kept as the last one seen.
+    Retry {
+        due_at: i64,
+        error: NotificationError,
+    },
+    Failed(NotificationError),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutcomeWrite {
+    pub id: String,
+    pub kind: OutcomeKind,
+}
+
+/// What an outcome write changed (rows whose claim was lost are not counted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutcomeSummary {
+    pub sent: u64,
+    pub failed: u64,
+    pub retried: u64,
+    /// Outcomes for rows no longer held by the claim (lease expired and taken over, or canceled).
+    pub stale: u64,
+    /// Operations that finished in this write.
+    pub completed_operations: Vec<String>,
+}
+
+#[async_trait]
+pub trait DeliveryStore {
+    // ---- API side ----
+
+    /// Stores an operation and its request, committed (on disk) when it returns. With an
+    /// idempotency key: the same key and hash within 24 h → the first operation (`replayed`);
+    /// the same key with another hash → [`StoreError::Conflict`]; concurrent repeats create at
+    /// most one operation.
+    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation>;
+    async fn get_operation(&self, account: &str, id: &str) -> Result<OperationRecord>;
+    async fn list_operations(
+        &self,
+        account: &str,
+        filter: &OperationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<OperationRecord>>;
+    /// Cancels what was not handed to a provider yet: SCHEDULED and unclaimed QUEUED rows, and
+    /// recipients not yet resolved (counted canceled). Idempotent; a finished operation is left
+    /// as it is. Unknown → `NotFound`.
+    async fn cancel_operation(&self, account: &str, id: &str) -> Result<()>;
+    async fn get_notification(&self, account: &str, id: &str) -> Result<NotificationRecord>;
+    async fn list_notifications(
+        &self,
+        account: &str,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<NotificationRecord>>;
+
+    // ---- engine side ----
+
+    /// Claims up to `limit` operations with recipients left to resolve, leasing them until
+    /// `now + lease_ms`.
+    async fn claim_operations_to_plan(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PlanTask>>;
+    /// Writes one planning step atomically (rows, stats, resume point). `false` when the plan
+    /// lease was lost or the operation canceled meanwhile: nothing was written.
+    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<bool>;
+    /// Moves due SCHEDULED notifications to QUEUED (their operations to PROCESSING); returns how
+    /// many moved.
+    async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64>;
+    /// Claims up to `limit` due QUEUED notifications, leased until `now + lease_ms`; counts an
+    /// attempt on each.
+    async fn claim_notifications(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Claim>;
+    /// Writes the outcomes of a claim in one transaction.
+    async fn record_outcomes(
+        &self,
+        claim_token: &str,
+        outcomes: &[OutcomeWrite],
+    ) -> Result<OutcomeSummary>;
+    /// Fails every unclaimed (or lease-expired) QUEUED notification sent through `credential_id`
+    /// with `error`; returns how many.
+    async fn fail_queued_for_credential(
+        &self,
+        credential_id: &str,
+        error: &NotificationError,
+    ) -> Result<u64>;
+    /// Deletes operations (and their notifications) finished before `finished_before`, at most
+    /// `limit` operations, and idempotency keys older than 24 h; returns operations deleted.
+    async fn prune_finished(&self, finished_before: i64, limit: i64) -> Result<u64>;
+}
+
+// ---- helpers -------------------------------------------------------------------------------------
+
+const OPERATION_COLUMNS: &str = "id, status, recipients, unaddressable, scheduled, queued, sent, \
+     failed, canceled, created_at, updated_at, completed_at";
+
+fn operation_from_row(row: &AnyRow) -> Result<OperationRecord> {
+    let mut stats = OperationStats {
+        total: 0,
+        recipients: row.try_get(2)?,
+        unaddressable: row.try_get(3)?,
+        scheduled: row.try_get(4)?,
+        queued: row.try_get(5)?,
+        sent: row.try_get(6)?,
+        failed: row.try_get(7)?,
+        canceled: row.try_get(8)?,
+    };
+    stats.total = stats.unaddressable
+        + stats.scheduled
+        + stats.queued
+        + stats.sent
+        + stats.failed
+        + stats.canceled;
+    Ok(OperationRecord {
+        id: row.try_get(0)?,
+        status: row.try_get(1)?,
+        stats,
+        created_at: row.try_get(9)?,
+        updated_at: row.try_get(10)?,
+        completed_at: row.try_get(11)?,
+    })
+}
+
+const NOTIFICATION_COLUMNS: &str = "id, operation_id, provider, token, credential_id, status, \
+     priority, tags, user_id, attempts, error, created_at, updated_at, sent_at";
+
+fn stored_provider(text: &str) -> Result<Provider> {
+    Provider::parse(text).map_err(|e| StoreError::Config(format!("stored provider: {e}")))
+}
+
+fn notification_from_row(row: &AnyRow) -> Result<NotificationRecord> {
+    let provider: String = row.try_get(2)?;
+    let tags: String = row.try_get(7)?;
+    let error: Option<String> = row.try_get(10)?;
+    Ok(NotificationRecord {
+        id: row.try_get(0)?,
+        operation_id: row.try_get(1)?,
+        provider: stored_provider(&provider)?,
+        token: row.try_get(3)?,
+        credential_id: row.try_get(4)?,
+        status: row.try_get(5)?,
+        priority: row.try_get(6)?,
+        tags: Tags::from_stored(&tags),
+        user_id: row.try_get(8)?,
+        attempts: row.try_get(9)?,
+        error: error.and_then(|text| serde_json::from_str(&text).ok()),
+        created_at: row.try_get(11)?,
+        updated_at: row.try_get(12)?,
+        sent_at: row.try_get(13)?,
+    })
+}
+
+/// Escapes a tag key or value for the `tag_keys` column: the separators and LIKE's wildcards are
+/// percent-encoded, so `LIKE '%;k:v;%' ESCAPE '\'` matches exactly one pair.
+fn encode_tag_part(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            ':' => out.push_str("%3A"),
+            ';' => out.push_str("%3B"),
+            '_' => out.push_str("%5F"),
+            '\\' => out.push_str("%5C"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `;k1:v1;k2:v2;`
+fn tag_keys(tags: &Tags) -> String {
+    let mut out = String::from(";");
+    for (key, value) in tags.as_map() {
+        out.push_str(&encode_tag_part(key));
+        out.push(':');
+        out.push_str(&encode_tag_part(value));
+        out.push(';');
+    }
+    out
+}
+
+/// The LIKE pattern that matches one pair in `tag_keys` (`%` in the encoded text cannot occur
+/// unescaped, and it is escaped for LIKE anyway).
+fn tag_pattern(key: &str, value: &str) -> String {
+    let pair = format!(";{}:{};", encode_tag_part(key), encode_tag_part(value));
+    format!("%{}%", pair.replace('%', "\\%"))
+}
+
+/// Appends ` $n` placeholders: `(${start}, ${start+1}, ...)`.
+fn placeholders(start: usize, count: usize) -> String {
+    let list: Vec<String> = (0..count).map(|i| format!("${}", start + i)).collect();
+    list.join(", ")
+}
+
+/// Adds `delta` counts to operations' stats, in id order (so concurrent writers on PostgreSQL
+/// lock operation rows in one order).
+#[derive(Debug, Default)]
+struct StatDeltas(BTreeMap<String, [i64; 5]>);
+
+const SCHEDULED: usize = 0;
+const QUEUED: usize = 1;
+const SENT: usize = 2;
+const FAILED: usize = 3;
+const CANCELED: usize = 4;
+
+impl StatDeltas {
+    fn add(&mut self, operation_id: &str, column: usize, delta: i64) {
+        if let Some(entry) = self.0.get_mut(operation_id) {
+            entry[column] += delta;
+        } else {
+            let mut entry = [0; 5];
+            entry[column] = delta;
+            self.0.insert(operation_id.to_owned(), entry);
+        }
+    }
+
+    /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING.
+    async fn apply(&self, conn: &mut AnyConnection, now: i64) -> Result<()> {
+        for (id, d) in &self.0 {
+            sqlx::query(
+                "UPDATE operations SET scheduled = scheduled + $2, queued = queued + $3, \
+                 sent = sent + $4, failed = failed + $5, canceled = canceled + $6, \
+                 status = CASE WHEN $3 > 0 AND status = 'SCHEDULED' THEN 'PROCESSING' \
+                 ELSE status END, updated_at = $7 WHERE id = $1",
+            )
+            .bind(id.as_str())
+            .bind(d[SCHEDULED])
+            .bind(d[QUEUED])
+            .bind(d[SENT])
+            .bind(d[FAILED])
+            .bind(d[CANCELED])
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
+    }
+}
+
+/// Marks finished the operations among `ids` with nothing left to plan, schedule or send;
+/// returns them.
+async fn complete_finished(
+    conn: &mut AnyConnection,
+    ids: &[String],
+    now: i64,
+) -> Result<Vec<String>> {
+    let mut done = Vec::new();
+    for chunk in ids.chunks(IN_CHUNK) {
+        let sql = format!(
+            "UPDATE operations SET status = CASE WHEN cancel_requested = 1 THEN 'CANCELED' \
+             ELSE 'COMPLETED' END, completed_at = $1, updated_at = $1 \
+             WHERE id IN ({}) AND plan_done = 1 AND scheduled = 0 AND queued = 0 \
+             AND completed_at IS NULL RETURNING id",
+            placeholders(2, chunk.len())
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for id in chunk {
+            query = query.bind(id.as_str());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            done.push(row.try_get(0)?);
+        }
+    }
+    if !done.is_empty() {
+        record_events(conn, &done).await?;
+    }
+    Ok(done)
+}
+
+/// The call site for lifecycle events (`operation.completed`, ...): the events outbox is written
+/// here, inside the transaction that made the change, once `events.rs` offers its insert. Today
+/// it only logs.
+async fn record_events(_conn: &mut AnyConnection, completed_operations: &[String]) -> Result<()> {
+    for id in completed_operations {
+        tracing::debug!(operation = %id, "operation finished");
+    }
+    Ok(())
+}
+
+impl SqlStore {
+    fn skip_locked(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        }
+    }
+
+    async fn insert_operation(
+        &self,
+        conn: &mut AnyConnection,
+        id: &str,
+        new: &NewOperation,
+        now: i64,
+    ) -> Result<()> {
+        let request = serde_json::to_string(&new.request)
+            .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
+        let base = new.request.send_at_ms.unwrap_or(now).max(now);
+        let expires_at = base + i64::from(new.request.ttl) * 1000;
+        sqlx::query(
+            "INSERT INTO operations (id, account_sid, status, request, recipients, plan_due_at, \
+             send_at, expires_at, created_at, updated_at) \
+             VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $7, $5, $5)",
+        )
+        .bind(id)
+        .bind(new.account_sid.as_str())
+        .bind(request)
+        .bind(new.request.to.len() as i64)
+        .bind(now)
+        .bind(new.request.send_at_ms)
+        .bind(expires_at)
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Runs the RETURNING-operation_id `sql` (with `binds` bound first) and counts the rows per
+    /// operation into `deltas` (`-1` on `from`, `+1` on `to`).
+    async fn count_moved<'q>(
+        conn: &mut AnyConnection,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        deltas: &mut StatDeltas,
+        from: usize,
+        to: usize,
+    ) -> Result<u64> {
+        let rows = query.fetch_all(&mut *conn).await?;
+        for row in &rows {
+            let op: String = row.try_get(0)?;
+            deltas.add(&op, from, -1);
+            deltas.add(&op, to, 1);
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqlStore {
+    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
+        let now = now_ms();
+        let id = ids::new_type_id(ids::OPERATION);
+        let mut tx = self.writer().begin().await?;
+        if let Some(idem) = &new.idempotency {
+            let inserted = sqlx::query(
+                "INSERT INTO idempotency_keys (account_sid, idempotency_key, request_hash, \
+                 operation_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (account_sid, idempotency_key) DO NOTHING",
+            )
+            .bind(new.account_sid.as_str())
+            .bind(idem.key.as_str())
+            .bind(idem.request_hash.as_str())
+            .bind(id.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if inserted == 0 {
+                let row = sqlx::query(
+                    "SELECT request_hash, operation_id, created_at FROM idempotency_keys \
+                     WHERE account_sid = $1 AND idempotency_key = $2",
+                )
+                .bind(new.account_sid.as_str())
+                .bind(idem.key.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+                let hash: String = row.try_get(0)?;
+                let first: String = row.try_get(1)?;
+                let at: i64 = row.try_get(2)?;
+                if at > now - IDEMPOTENCY_WINDOW_MS {
+                    tx.rollback().await?;
+                    return if hash == idem.request_hash {
+                        Ok(CreatedOperation {
+                            id: first,
+                            replayed: true,
+                        })
+                    } else {
+                        Err(StoreError::Conflict(
+                            "Idempotency-Key was used with a different request body in the \
+                             last 24 hours"
+                                .into(),
+                        ))
+                    };
+                }
+                // Older than the window: the key starts over with this request.
+                sqlx::query(
+                    "UPDATE idempotency_keys SET request_hash = $3, operation_id = $4, \
+                     created_at = $5 WHERE account_sid = $1 AND idempotency_key = $2",
+                )
+                .bind(new.account_sid.as_str())
+                .bind(idem.key.as_str())
+                .bind(idem.request_hash.as_str())
+                .bind(id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        self.insert_operation(&mut tx, &id, &new, now).await?;
+        tx.commit().await?;
+        Ok(CreatedOperation {
+            id,
+            replayed: false,
+        })
+    }
+
+    async fn get_operation(&self, account: &str, id: &str) -> Result<OperationRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE id = $1 AND account_sid = $2"
+        ))
+        .bind(id)
+        .bind(account)
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        operation_from_row(&row)
+    }
+
+    async fn list_operations(
+        &self,
+        account: &str,
+        filter: &OperationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<OperationRecord>> {
+        let (at, after_id) = page.bounds();
+        let mut sql = format!(
+            "SELECT {OPERATION_COLUMNS} FROM operations WHERE account_sid = $1 AND {}",
+            keyset_condition("created_at", "id", 2, 3)
+        );
+        let mut n = 4;
+        if filter.status.is_some() {
+            sql.push_str(&format!(" AND status = ${n}"));
+            n += 1;
+        }
+        if filter.start_ms.is_some() {
+            sql.push_str(&format!(" AND created_at >= ${n}"));
+            n += 1;
+        }
+        if filter.end_ms.is_some() {
+            sql.push_str(&format!(" AND created_at <= ${n}"));
+            n += 1;
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
+        let mut query = sqlx::query(&sql).bind(account).bind(at).bind(after_id);
+        if let Some(status) = &filter.status {
+            query = query.bind(status.as_str());
+        }
+        if let Some(start) = filter.start_ms {
+            query = query.bind(start);
+        }
+        if let Some(end) = filter.end_ms {
+            query = query.bind(end);
+        }
+        let rows = query
+            .bind(page.limit + 1)
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(operation_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit, |op| Cursor {
+            at: op.created_at,
+            id: op.id.clone(),
+        }))
+    }
+
+    async fn cancel_operation(&self, account: &str, id: &str) -> Result<()> {
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        // The operation row first: a concurrent planning step (which also starts with it) is
+        // then either wholly before the cancel (its rows get canceled below) or sees plan_done.
+        let touched = sqlx::query(
+            "UPDATE operations SET cancel_requested = 1, \
+             canceled = canceled + CASE WHEN plan_done = 0 THEN recipients - planned ELSE 0 END, \
+             planned = recipients, plan_done = 1, updated_at = $3 \
+             WHERE id = $1 AND account_sid = $2 AND completed_at IS NULL",
+        )
+        .bind(id)
+        .bind(account)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if touched == 0 {
+            let exists = sqlx::query("SELECT 1 FROM operations WHERE id = $1 AND account_sid = $2")
+                .bind(id)
+                .bind(account)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            tx.rollback().await?;
+            return if exists {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound)
+            };
+        }
+        let mut deltas = StatDeltas::default();
+        let scheduled = sqlx::query(
+            "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
+             WHERE operation_id = $1 AND status = 'SCHEDULED'",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        // Rows in flight (claimed, lease running) may be with the provider already: they finish.
+        let queued = sqlx::query(
+            "UPDATE notifications SET status = 'CANCELED', claim_token = NULL, updated_at = $2 \
+             WHERE operation_id = $1 AND status = 'QUEUED' \
+             AND (claim_token IS NULL OR due_at <= $2)",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected() as i64;
+        deltas.add(id, SCHEDULED, -scheduled);
+        deltas.add(id, QUEUED, -queued);
+        deltas.add(id, CANCELED, scheduled + queued);
+        deltas.apply(&mut tx, now).await?;
+        complete_finished(&mut tx, &[id.to_owned()], now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_notification(&self, account: &str, id: &str) -> Result<NotificationRecord> {
+        let row = sqlx::query(&format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE id = $1 AND account_sid = $2"
+        ))
+        .bind(id)
+        .bind(account)
+        .fetch_optional(self.reader())
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        notification_from_row(&row)
+    }
+
+    async fn list_notifications(
+        &self,
+        account: &str,
+        filter: &NotificationFilter,
+        page: &PageRequest,
+    ) -> Result<Page<NotificationRecord>> {
+        let (at, after_id) = page.bounds();
+        let mut sql = format!(
+            "SELECT {NOTIFICATION_COLUMNS} FROM notifications WHERE account_sid = $1 AND {}",
+            keyset_condition("created_at", "id", 2, 3)
+        );
+        let mut n = 4;
+        let mut texts: Vec<String> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, value: String| {
+            sql.push_str(&format!(" AND {clause} ${n}"));
+            n += 1;
+            texts.push(value);
+        };
+        if let Some(op) = &filter.operation_id {
+            push(&mut sql, "operation_id =", op.clone());
+        }
+        if let Some(status) = &filter.status {
+            push(&mut sql, "status =", status.clone());
+        }
+        if let Some(user) = &filter.user_id {
+            push(&mut sql, "user_id =", user.clone());
+        }
+        if let Some(provider) = filter.provider {
+            push(&mut sql, "provider =", provider.as_str().to_owned());
+        }
+        for (key, value) in &filter.tags {
+            push(&mut sql, "tag_keys LIKE", tag_pattern(key, value));
+            sql.push_str(" ESCAPE '\\'");
+        }
+        let mut ints = Vec::new();
+        if let Some(start) = filter.start_ms {
+            sql.push_str(&format!(" AND created_at >= ${n}"));
+            n += 1;
+            ints.push(start);
+        }
+        if let Some(end) = filter.end_ms {
+            sql.push_str(&format!(" AND created_at <= ${n}"));
+            n += 1;
+            ints.push(end);
+        }
+        sql.push_str(&format!(" ORDER BY created_at DESC, id DESC LIMIT ${n}"));
+        let mut query = sqlx::query(&sql).bind(account).bind(at).bind(after_id);
+        for text in texts {
+            query = query.bind(text);
+        }
+        for int in ints {
+            query = query.bind(int);
+        }
+        let rows = query
+            .bind(page.limit + 1)
+            .fetch_all(self.reader())
+            .await?
+            .iter()
+            .map(notification_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::from_rows(rows, page.limit, |n| Cursor {
+            at: n.created_at,
+            id: n.id.clone(),
+        }))
+    }
+
+    async fn claim_operations_to_plan(
+        &self,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PlanTask>> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let sql = format!(
+            "UPDATE operations SET plan_due_at = $1, plan_owner = $2 WHERE id IN \
+             (SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
+              ORDER BY plan_due_at LIMIT $4{}) AND plan_done = 0 \
+             RETURNING id, account_sid, request, planned, send_at, expires_at, created_at",
+            self.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now + lease_ms)
+            .bind(owner.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.writer())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PlanTask {
+                    operation_id: row.try_get(0)?,
+                    account_sid: row.try_get(1)?,
+                    request: row.try_get(2)?,
+                    planned: row.try_get(3)?,
+                    send_at: row.try_get(4)?,
+                    expires_at: row.try_get(5)?,
+                    created_at: row.try_get(6)?,
+                    owner: owner.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<bool> {
+        let now = now_ms();
+        let count = batch.notifications.len() as i64;
+        let (scheduled, queued) = match batch.scheduled_until {
+            Some(_) => (count, 0),
+            None => (0, count),
+        };
+        let mut tx = self.writer().begin().await?;
+        let owned = sqlx::query(
+            "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
+             unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
+             queued = queued + $9, \
+             status = CASE WHEN $9 > 0 AND status = 'SCHEDULED' THEN 'PROCESSING' ELSE status END, \
+             updated_at = $10 \
+             WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0",
+        )
+        .bind(batch.operation_id.as_str())
+        .bind(batch.owner.as_str())
+        .bind(batch.planned_before)
+        .bind(batch.planned_after)
+        .bind(i64::from(batch.done))
+        .bind(batch.lease_until)
+        .bind(batch.unaddressable)
+        .bind(scheduled)
+        .bind(queued)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if owned == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        let account_sid: String =
+            sqlx::query_scalar("SELECT account_sid FROM operations WHERE id = $1")
+                .bind(batch.operation_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let status = if batch.scheduled_until.is_some() {
+            "SCHEDULED"
+        } else {
+            "QUEUED"
+        };
+        let due_at = batch.scheduled_until.unwrap_or(now);
+        let tags = batch.tags.to_json_string();
+        let keys = tag_keys(&batch.tags);
+        // $1..$9 are shared by every row; each row adds 7.
+        const SHARED: usize = 9;
+        for chunk in batch.notifications.chunks(INSERT_CHUNK) {
+            let mut values = Vec::with_capacity(chunk.len());
+            for i in 0..chunk.len() {
+                let p = SHARED + 1 + i * 7;
+                values.push(format!(
+                    "(${}, $1, $2, ${}, ${}, ${}, ${}, ${}, ${}, $3, $4, $5, $6, $7, $8, $9, $9)",
+                    p,
+                    p + 1,
+                    p + 2,
+                    p + 3,
+                    p + 4,
+                    p + 5,
+                    p + 6
+                ));
+            }
+            let sql = format!(
+                "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
+                 provider, token, credential_id, app_name, user_id, status, priority, tags, \
+                 tag_keys, due_at, expires_at, created_at, updated_at) VALUES {}",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(account_sid.as_str())
+                .bind(batch.operation_id.as_str())
+                .bind(status)
+                .bind(batch.priority.as_str())
+                .bind(tags.as_str())
+                .bind(keys.as_str())
+                .bind(due_at)
+                .bind(batch.expires_at)
+                .bind(now);
+            for n in chunk {
+                query = query
+                    .bind(ids::new_type_id(ids::PUSH_NOTIFICATION))
+                    .bind(n.recipient_index)
+                    .bind(n.provider.as_str())
+                    .bind(n.token.as_str())
+                    .bind(n.credential_id.as_str())
+                    .bind(n.app_name.as_deref())
+                    .bind(n.user_id.as_deref());
+            }
+            query.execute(&mut *tx).await?;
+        }
+        if batch.done {
+            complete_finished(&mut tx, std::slice::from_ref(&batch.operation_id), now).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64> {
+        let mut tx = self.writer().begin().await?;
+        let sql = format!(
+            "UPDATE notifications SET status = 'QUEUED', updated_at = $1 WHERE id IN \
+             (SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
+              ORDER BY due_at LIMIT $2{}) AND status = 'SCHEDULED' RETURNING operation_id",
+            self.skip_locked()
+        );
+        let mut deltas = StatDeltas::default();
+        let moved = Self::count_moved(
+            &mut tx,
+            sqlx::query(&sql).bind(now).bind(limit),
+            &mut deltas,
+            SCHEDULED,
+            QUEUED,
+        )
+        .await?;
+        if moved == 0 {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+        deltas.apply(&mut tx, now).await?;
+        tx.commit().await?;
+        Ok(moved)
+    }
+
+    async fn claim_notifications(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Claim> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let lease_until = now + lease_ms;
+        let sql = format!(
+            "UPDATE notifications SET due_at = $1, claim_token = $2, attempts = attempts + 1, \
+             updated_at = $3 WHERE id IN \
+             (SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at <= $3 \
+              ORDER BY due_at LIMIT $4{}) AND status = 'QUEUED' \
+             RETURNING id, operation_id, account_sid, recipient_index, provider, token, \
+             credential_id, app_name, user_id, attempts, expires_at",
+            self.skip_locked()
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(token.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(self.writer())
+            .await?;
+        let notifications = rows
+            .iter()
+            .map(|row| {
+                let provider: String = row.try_get(4)?;
+                Ok(ClaimedNotification {
+                    id: row.try_get(0)?,
+                    operation_id: row.try_get(1)?,
+                    account_sid: row.try_get(2)?,
+                    recipient_index: row.try_get(3)?,
+                    provider: stored_provider(&provider)?,
+                    token: row.try_get(5)?,
+                    credential_id: row.try_get(6)?,
+                    app_name: row.try_get(7)?,
+                    user_id: row.try_get(8)?,
+                    attempts: row.try_get(9)?,
+                    expires_at: row.try_get(10)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Claim {
+            token,
+            lease_until,
+            notifications,
+        })
+    }
+
+    async fn record_outcomes(
+        &self,
+        claim_token: &str,
+        outcomes: &[OutcomeWrite],
+    ) -> Result<OutcomeSummary> {
+        let now = now_ms();
+        let mut summary = OutcomeSummary::default();
+        let mut deltas = StatDeltas::default();
+        let mut tx = self.writer().begin().await?;
+        let sent: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.kind == OutcomeKind::Sent)
+            .map(|o| o.id.as_str())
+            .collect();
+        for chunk in sent.chunks(IN_CHUNK) {
+            let sql = format!(
+                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+                 claim_token = NULL, error = NULL \
+                 WHERE claim_token = $2 AND status = 'QUEUED' AND id IN ({}) \
+                 RETURNING operation_id",
+                placeholders(3, chunk.len())
+            );
+            let mut query = sqlx::query(&sql).bind(now).bind(claim_token);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, SENT).await?;
+            summary.sent += moved;
+            summary.stale += chunk.len() as u64 - moved;
+        }
+        for outcome in outcomes {
+            match &outcome.kind {
+                OutcomeKind::Sent => {}
+                OutcomeKind::Retry { due_at, error } => {
+                    let updated = sqlx::query(
+                        "UPDATE notifications SET due_at = $3, claim_token = NULL, error = $4, \
+                         updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED'",
+                    )
+                    .bind(outcome.id.as_str())
+                    .bind(claim_token)
+                    .bind(*due_at)
+                    .bind(error.to_json().to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if updated > 0 {
+                        summary.retried += 1;
+                    } else {
+                        summary.stale += 1;
+                    }
+                }
+                OutcomeKind::Failed(error) => {
+                    let query = sqlx::query(
+                        "UPDATE notifications SET status = 'FAILED', claim_token = NULL, \
+                         error = $3, updated_at = $4 \
+                         WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED' \
+                         RETURNING operation_id",
+                    )
+                    .bind(outcome.id.as_str())
+                    .bind(claim_token)
+                    .bind(error.to_json().to_string())
+                    .bind(now);
+                    let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
+                    summary.failed += moved;
+                    summary.stale += 1 - moved;
+                }
+            }
+        }
+        deltas.apply(&mut tx, now).await?;
+        summary.completed_operations = complete_finished(&mut tx, &deltas.ids(), now).await?;
+        tx.commit().await?;
+        Ok(summary)
+    }
+
+    async fn fail_queued_for_credential(
+        &self,
+        credential_id: &str,
+        error: &NotificationError,
+    ) -> Result<u64> {
+        let error = error.to_json().to_string();
+        let mut total = 0;
+        loop {
+            let now = now_ms();
+            let mut tx = self.writer().begin().await?;
+            let sql = format!(
+                "UPDATE notifications SET status = 'FAILED', claim_token = NULL, error = $1, \
+                 updated_at = $2 WHERE id IN \
+                 (SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
+                  AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000{}) \
+                 AND status = 'QUEUED' RETURNING operation_id",
+                self.skip_locked()
+            );
+            let mut deltas = StatDeltas::default();
+            let moved = Self::count_moved(
+                &mut tx,
+                sqlx::query(&sql)
+                    .bind(error.as_str())
+                    .bind(now)
+                    .bind(credential_id),
+                &mut deltas,
+                QUEUED,
+                FAILED,
+            )
+            .await?;
+            deltas.apply(&mut tx, now).await?;
+            complete_finished(&mut tx, &deltas.ids(), now).await?;
+            tx.commit().await?;
+            total += moved;
+            if moved < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn prune_finished(&self, finished_before: i64, limit: i64) -> Result<u64> {
+        let now = now_ms();
+        let mut tx = self.writer().begin().await?;
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM operations WHERE completed_at IS NOT NULL AND completed_at < $1 \
+             ORDER BY completed_at LIMIT $2",
+        )
+        .bind(finished_before)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        for chunk in ids.chunks(IN_CHUNK) {
+            let list = placeholders(1, chunk.len());
+            for table_sql in [
+                format!("DELETE FROM notifications WHERE operation_id IN ({list})"),
+                format!("DELETE FROM operations WHERE id IN ({list})"),
+            ] {
+                let mut query = sqlx::query(&table_sql);
+                for id in chunk {
+                    query = query.bind(id.as_str());
+                }
+                query.execute(&mut *tx).await?;
+            }
+        }
+        sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(now - IDEMPOTENCY_WINDOW_MS)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(ids.len() as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_patterns_escape_separators_and_wildcards() {
+        let mut map = BTreeMap::new();
+        map.insert("a:b".to_string(), "x;y%_".to_string());
+        map.insert("k".to_string(), "v".to_string());
+        let tags = Tags::from(map);
+        assert_eq!(tag_keys(&tags), ";a%3Ab:x%3By%25%5F;k:v;");
+        assert_eq!(tag_pattern("k", "v"), "%;k:v;%");
+        assert_eq!(tag_pattern("a:b", "x;y%_"), "%;a\\%3Ab:x\\%3By\\%25\\%5F;%");
+    }
+}
