@@ -3,6 +3,9 @@
 mod apps;
 mod credentials;
 mod device_registrations;
+mod notifications;
+mod operations;
+mod send;
 mod users;
 
 use axum::Router;
@@ -19,6 +22,8 @@ pub fn router() -> Router<AppState> {
         .merge(apps::routes())
         .merge(device_registrations::routes())
         .merge(users::routes())
+        .merge(notifications::routes())
+        .merge(operations::routes())
 }
 
 /// The answer to a Push API write: 202 with `{"resourceId", "resourceLocation"}` and `Location`.
