@@ -1,1 +1,202 @@
-//! herald-delivery
+//! Herald's delivery engine: planner → queue → dispatcher → outcomes (see `docs/delivery.md`).
+//!
+//! ```text
+//! operation (stored by the API) ──► planner: resolves `to` in batches into push-notification
+//!                                   rows (SCHEDULED or QUEUED), with a resume point
+//! scheduler: SCHEDULED rows whose sendAt came → QUEUED
+//! dispatchers: claim a batch of due QUEUED rows (lease) → send through the provider clients
+//!              (bounded concurrency per credential) → write the outcomes in one transaction
+//! maintenance: prunes finished operations after the retention period
+//! ```
+//!
+//! Everything durable lives in the store ([`herald_store::DeliveryStore`]); the engine keeps only
+//! caches. Several engines (nodes) may share one PostgreSQL database.
+//!
+//! ```no_run
+//! # async fn demo(store: std::sync::Arc<dyn herald_store::Store>) -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! let providers = Arc::new(herald_providers::Providers::new(
+//!     herald_providers::ProviderConfig::from_env()?,
+//! )?);
+//! let wake = Arc::new(tokio::sync::Notify::new());
+//! let engine = herald_delivery::Engine::start(store, providers, Default::default(), wake.clone());
+//! // ... the API calls wake.notify_one() after storing an operation ...
+//! engine.shutdown().await;
+//! # Ok(()) }
+//! ```
+
+mod credentials;
+mod dispatcher;
+mod message;
+mod planner;
+mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_providers::Providers;
+use herald_store::Store;
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+
+pub use retry::RetryPolicy;
+
+/// Engine settings (all configurable through `herald serve`).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Dispatcher tasks, each with one claimed batch in flight.
+    pub workers: usize,
+    /// Notifications per claim.
+    pub claim_batch: i64,
+    /// Recipients (`to` entries) resolved per planning step (one transaction).
+    pub plan_batch: usize,
+    /// How long a claim (of notifications, or of an operation to plan) is held before another
+    /// node may take it over. Must exceed the provider request timeout.
+    pub lease: Duration,
+    /// How often idle loops look for work they were not woken for (due retries, schedules,
+    /// other nodes' operations).
+    pub poll_interval: Duration,
+    pub retry: RetryPolicy,
+    /// Finished operations are pruned this long after completion.
+    pub retention: Duration,
+    /// Sends in flight at once per credential (across this node's dispatchers).
+    pub per_credential_concurrency: usize,
+    /// After a credential error, sends through that credential (same content version) fail at
+    /// once for this long; then one batch probes it again.
+    pub credential_error_hold: Duration,
+    /// How long a loaded credential (client and content version) is reused before the store is
+    /// asked again (key rotations are picked up within this time).
+    pub credential_refresh: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            workers: 4,
+            claim_batch: 500,
+            plan_batch: 1000,
+            lease: Duration::from_secs(60),
+            poll_interval: Duration::from_millis(250),
+            retry: RetryPolicy::default(),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            per_credential_concurrency: 1000,
+            credential_error_hold: Duration::from_secs(300),
+            credential_refresh: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What every task of one engine shares.
+pub(crate) struct Shared {
+    pub store: Arc<dyn Store>,
+    pub providers: Arc<Providers>,
+    pub config: EngineConfig,
+    /// Woken by the API when an operation was stored.
+    pub wake_planner: Arc<Notify>,
+    /// Woken by the planner and scheduler when rows became due.
+    pub wake_dispatchers: Notify,
+    pub credentials: credentials::CredentialCache,
+    pub operations: message::OperationCache,
+}
+
+/// A running engine. Dropping it does not stop the tasks; call [`Engine::shutdown`].
+pub struct Engine {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Engine {
+    /// Starts the planner, the scheduler/maintenance loop and `config.workers` dispatchers.
+    /// `wake` is the API's notify (`AppState::wake_delivery`).
+    pub fn start(
+        store: Arc<dyn Store>,
+        providers: Arc<Providers>,
+        config: EngineConfig,
+        wake: Arc<Notify>,
+    ) -> Engine {
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store,
+            providers,
+            credentials: credentials::CredentialCache::new(
+                config.per_credential_concurrency,
+                config.credential_refresh,
+            ),
+            operations: message::OperationCache::default(),
+            config,
+            wake_planner: wake,
+            wake_dispatchers: Notify::new(),
+        });
+        let mut tasks = vec![
+            tokio::spawn(planner::run(shared.clone(), stopped.clone())),
+            tokio::spawn(maintenance(shared.clone(), stopped.clone())),
+        ];
+        for worker in 0..shared.config.workers.max(1) {
+            tasks.push(tokio::spawn(dispatcher::run(
+                shared.clone(),
+                stopped.clone(),
+                worker,
+            )));
+        }
+        tracing::info!(
+            workers = shared.config.workers,
+            lease_ms = shared.config.lease.as_millis() as u64,
+            "delivery engine started"
+        );
+        Engine { stop, tasks }
+    }
+
+    /// Stops taking new work and waits for the batches in flight to be written.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Waits for `notify`, the poll interval, or the stop signal; `false` when stopping.
+pub(crate) async fn idle(
+    notify: &Notify,
+    interval: Duration,
+    stopped: &mut watch::Receiver<bool>,
+) -> bool {
+    if *stopped.borrow() {
+        return false;
+    }
+    tokio::select! {
+        () = notify.notified() => true,
+        () = tokio::time::sleep(interval) => true,
+        _ = stopped.changed() => false,
+    }
+}
+
+/// Promotes due SCHEDULED rows and prunes old operations.
+async fn maintenance(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut last_prune = 0_i64;
+    let never = Notify::new();
+    loop {
+        let now = herald_core::time::now_ms();
+        match shared.store.promote_scheduled(now, 5000).await {
+            Ok(0) => {}
+            Ok(moved) => {
+                tracing::debug!(moved, "scheduled notifications due");
+                shared.wake_dispatchers.notify_waiters();
+                continue;
+            }
+            Err(error) => tracing::warn!(%error, "promoting scheduled notifications failed"),
+        }
+        if now - last_prune > 60_000 {
+            last_prune = now;
+            let cutoff = now - shared.config.retention.as_millis() as i64;
+            match shared.store.prune_finished(cutoff, 1000).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::info!(pruned, "pruned finished operations"),
+                Err(error) => tracing::warn!(%error, "pruning failed"),
+            }
+        }
+        if !idle(&never, shared.config.poll_interval, &mut stopped).await {
+            return;
+        }
+    }
+}

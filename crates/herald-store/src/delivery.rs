@@ -292,6 +292,9 @@ pub trait DeliveryStore {
 
     // ---- engine side ----
 
+    /// The stored requests of operations, as `(id, request JSON, expires_at)`; unknown ids are
+    /// left out.
+    async fn operation_requests(&self, ids: &[String]) -> Result<Vec<(String, String, i64)>>;
     /// Claims up to `limit` operations with recipients left to resolve, leasing them until
     /// `now + lease_ms`.
     async fn claim_operations_to_plan(
@@ -520,10 +523,28 @@ async fn record_events(_conn: &mut AnyConnection, completed_operations: &[String
 }
 
 impl SqlStore {
-    fn skip_locked(&self) -> &'static str {
+    /// `UPDATE table SET set WHERE id IN (pick) AND guard RETURNING returning`, where `pick`
+    /// selects the ids to take. On PostgreSQL the pick is a `MATERIALIZED` CTE with
+    /// `FOR UPDATE SKIP LOCKED`, run exactly once: a `LIMIT` subquery inside `IN` may be run
+    /// again per row, and with `SKIP LOCKED` each run picks other rows (a claim of 10 could
+    /// take 40). SQLite has one writer, so the plain subquery is exact.
+    fn claim_sql(
+        &self,
+        table: &str,
+        set: &str,
+        pick: &str,
+        guard: &str,
+        returning: &str,
+    ) -> String {
         match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-            Backend::Sqlite => "",
+            Backend::Postgres => format!(
+                "WITH picked AS MATERIALIZED ({pick} FOR UPDATE SKIP LOCKED) \
+                 UPDATE {table} SET {set} WHERE id IN (SELECT id FROM picked) AND {guard} \
+                 RETURNING {returning}"
+            ),
+            Backend::Sqlite => format!(
+                "UPDATE {table} SET {set} WHERE id IN ({pick}) AND {guard} RETURNING {returning}"
+            ),
         }
     }
 
@@ -842,6 +863,24 @@ impl DeliveryStore for SqlStore {
         }))
     }
 
+    async fn operation_requests(&self, ids: &[String]) -> Result<Vec<(String, String, i64)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT id, request, expires_at FROM operations WHERE id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(id.as_str());
+            }
+            for row in query.fetch_all(self.reader()).await? {
+                out.push((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+        Ok(out)
+    }
+
     async fn claim_operations_to_plan(
         &self,
         now: i64,
@@ -849,12 +888,13 @@ impl DeliveryStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<PlanTask>> {
         let owner = uuid::Uuid::new_v4().simple().to_string();
-        let sql = format!(
-            "UPDATE operations SET plan_due_at = $1, plan_owner = $2 WHERE id IN \
-             (SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
-              ORDER BY plan_due_at LIMIT $4{}) AND plan_done = 0 \
-             RETURNING id, account_sid, request, planned, send_at, expires_at, created_at",
-            self.skip_locked()
+        let sql = self.claim_sql(
+            "operations",
+            "plan_due_at = $1, plan_owner = $2",
+            "SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
+             ORDER BY plan_due_at LIMIT $4",
+            "plan_done = 0",
+            "id, account_sid, request, planned, send_at, expires_at, created_at",
         );
         let rows = sqlx::query(&sql)
             .bind(now + lease_ms)
@@ -979,11 +1019,13 @@ impl DeliveryStore for SqlStore {
 
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64> {
         let mut tx = self.writer().begin().await?;
-        let sql = format!(
-            "UPDATE notifications SET status = 'QUEUED', updated_at = $1 WHERE id IN \
-             (SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
-              ORDER BY due_at LIMIT $2{}) AND status = 'SCHEDULED' RETURNING operation_id",
-            self.skip_locked()
+        let sql = self.claim_sql(
+            "notifications",
+            "status = 'QUEUED', updated_at = $1",
+            "SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
+             ORDER BY due_at LIMIT $2",
+            "status = 'SCHEDULED'",
+            "operation_id",
         );
         let mut deltas = StatDeltas::default();
         let moved = Self::count_moved(
@@ -1006,14 +1048,14 @@ impl DeliveryStore for SqlStore {
     async fn claim_notifications(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Claim> {
         let token = uuid::Uuid::new_v4().simple().to_string();
         let lease_until = now + lease_ms;
-        let sql = format!(
-            "UPDATE notifications SET due_at = $1, claim_token = $2, attempts = attempts + 1, \
-             updated_at = $3 WHERE id IN \
-             (SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at <= $3 \
-              ORDER BY due_at LIMIT $4{}) AND status = 'QUEUED' \
-             RETURNING id, operation_id, account_sid, recipient_index, provider, token, \
-             credential_id, app_name, user_id, attempts, expires_at",
-            self.skip_locked()
+        let sql = self.claim_sql(
+            "notifications",
+            "due_at = $1, claim_token = $2, attempts = attempts + 1, updated_at = $3",
+            "SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at <= $3 \
+             ORDER BY due_at LIMIT $4",
+            "status = 'QUEUED'",
+            "id, operation_id, account_sid, recipient_index, provider, token, credential_id, \
+             app_name, user_id, attempts, expires_at",
         );
         let rows = sqlx::query(&sql)
             .bind(lease_until)
@@ -1111,7 +1153,8 @@ impl DeliveryStore for SqlStore {
                     .bind(claim_token)
                     .bind(error.to_json().to_string())
                     .bind(now);
-                    let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
+                    let moved =
+                        Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
                     summary.failed += moved;
                     summary.stale += 1 - moved;
                 }
@@ -1133,13 +1176,13 @@ impl DeliveryStore for SqlStore {
         loop {
             let now = now_ms();
             let mut tx = self.writer().begin().await?;
-            let sql = format!(
-                "UPDATE notifications SET status = 'FAILED', claim_token = NULL, error = $1, \
-                 updated_at = $2 WHERE id IN \
-                 (SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
-                  AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000{}) \
-                 AND status = 'QUEUED' RETURNING operation_id",
-                self.skip_locked()
+            let sql = self.claim_sql(
+                "notifications",
+                "status = 'FAILED', claim_token = NULL, error = $1, updated_at = $2",
+                "SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
+                 AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000",
+                "status = 'QUEUED'",
+                "operation_id",
             );
             let mut deltas = StatDeltas::default();
             let moved = Self::count_moved(

@@ -1,0 +1,381 @@
+//! The dispatcher: claims a batch of due notifications, sends them through their credentials'
+//! provider clients (concurrently, bounded per credential), and writes every outcome of the batch
+//! in one transaction. Dead tokens mark their devices INVALID; a credential error marks the
+//! credential (`lastError`) and fails its queued notifications at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use herald_core::time::now_ms;
+use herald_core::{AppName, ids};
+use herald_providers::Outcome;
+use herald_store::delivery::{
+    Claim, ClaimedNotification, NotificationError, OutcomeKind, OutcomeWrite,
+};
+use herald_store::devices::DeadDevice;
+use tokio::sync::watch;
+
+use crate::credentials::{Client, CredentialState, Loaded};
+use crate::message::{OperationContext, Prepared};
+use crate::{Shared, idle};
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, worker: usize) {
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let lease_ms = shared.config.lease.as_millis() as i64;
+        match shared
+            .store
+            .claim_notifications(now_ms(), lease_ms, shared.config.claim_batch)
+            .await
+        {
+            Ok(claim) if !claim.notifications.is_empty() => {
+                let count = claim.notifications.len();
+                if let Err(error) = dispatch(&shared, claim).await {
+                    tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(worker, %error, "claiming notifications failed"),
+        }
+        if !idle(
+            &shared.wake_dispatchers,
+            shared.config.poll_interval,
+            &mut stopped,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// What to do with one claimed notification before any network call.
+enum Step {
+    Send {
+        loaded: Loaded,
+        prepared: Prepared,
+    },
+    Done(OutcomeKind),
+    /// Store trouble loading what it needs: try again soon.
+    Later,
+}
+
+/// A credential error seen in this batch.
+struct CredentialFailure {
+    version: i64,
+    error: NotificationError,
+}
+
+async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::StoreError> {
+    let contexts = operation_contexts(shared, &claim.notifications).await?;
+    let mut credentials: HashMap<String, CredentialState> = HashMap::new();
+    for n in &claim.notifications {
+        if !credentials.contains_key(&n.credential_id) {
+            let state = match shared
+                .credentials
+                .get(
+                    shared.store.as_ref(),
+                    &shared.providers,
+                    shared.config.credential_error_hold,
+                    &n.account_sid,
+                    &n.credential_id,
+                )
+                .await
+            {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::warn!(credential = %n.credential_id, %error, "loading credential failed");
+                    CredentialState::Gone
+                }
+            };
+            credentials.insert(n.credential_id.clone(), state);
+        }
+    }
+    let now = now_ms();
+    let mut steps = Vec::with_capacity(claim.notifications.len());
+    for n in &claim.notifications {
+        let Some(context) = contexts.get(&n.operation_id) else {
+            steps.push(Step::Later);
+            continue;
+        };
+        let first_zero_ttl_attempt = context.request.ttl == 0 && n.attempts == 1;
+        let step = if now > n.expires_at && !first_zero_ttl_attempt {
+            Step::Done(OutcomeKind::Failed(NotificationError::new(
+                "expired",
+                "the notification's TTL passed before it could be delivered",
+            )))
+        } else {
+            match credentials.get(&n.credential_id) {
+                Some(CredentialState::Ready(loaded)) => Step::Send {
+                    prepared: context.prepared(loaded.client.kind(), n.recipient_index),
+                    loaded: loaded.clone(),
+                },
+                Some(CredentialState::Broken(error)) => {
+                    Step::Done(OutcomeKind::Failed(error.clone()))
+                }
+                Some(CredentialState::Gone) | None => {
+                    Step::Done(OutcomeKind::Failed(NotificationError::new(
+                        "credential-deleted",
+                        format!("credential {} no longer exists", n.credential_id),
+                    )))
+                }
+            }
+        };
+        steps.push(step);
+    }
+
+    let sends = claim
+        .notifications
+        .iter()
+        .zip(steps)
+        .map(|(n, step)| async move {
+            match step {
+                Step::Done(kind) => (None, Some(kind)),
+                Step::Later => (None, None),
+                Step::Send { loaded, prepared } => {
+                    let outcome = send(&loaded, &prepared, n).await;
+                    (Some((loaded, outcome)), None)
+                }
+            }
+        });
+    let results = join_all(sends).await;
+
+    let mut writes = Vec::with_capacity(results.len());
+    let mut dead: Vec<DeadDevice> = Vec::new();
+    let mut broken: BTreeMap<String, CredentialFailure> = BTreeMap::new();
+    let now = now_ms();
+    for (n, result) in claim.notifications.iter().zip(results) {
+        let kind = match result {
+            (_, Some(kind)) => kind,
+            // Not attempted (its operation could not be loaded): again soon, within the
+            // attempt budget.
+            (None, None) => retry_or_fail(
+                shared,
+                n,
+                now,
+                None,
+                NotificationError::new("internal", "the operation's request could not be loaded"),
+            ),
+            (Some((loaded, outcome)), None) => {
+                let legacy = matches!(loaded.client, Client::FcmLegacy(_));
+                match outcome {
+                    Outcome::Delivered { .. } => OutcomeKind::Sent,
+                    Outcome::Retry { after, .. } => {
+                        let error = error_of(&outcome, "provider-unavailable", legacy);
+                        retry_or_fail(shared, n, now, after, error)
+                    }
+                    Outcome::DeadToken { .. } => {
+                        let error = error_of(&outcome, "dead-token", legacy);
+                        if let Some(app) =
+                            n.app_name.as_deref().and_then(|a| AppName::parse(a).ok())
+                        {
+                            dead.push(DeadDevice {
+                                account_sid: n.account_sid.clone(),
+                                app_name: app,
+                                provider: n.provider,
+                                token: n.token.clone(),
+                                error: error.to_json(),
+                            });
+                        }
+                        OutcomeKind::Failed(error)
+                    }
+                    Outcome::Permanent { .. } => {
+                        OutcomeKind::Failed(error_of(&outcome, "provider-rejected", legacy))
+                    }
+                    Outcome::CredentialError { .. } => {
+                        let error = error_of(&outcome, "credential-error", legacy);
+                        broken
+                            .entry(n.credential_id.clone())
+                            .or_insert(CredentialFailure {
+                                version: loaded.content_version,
+                                error: error.clone(),
+                            });
+                        OutcomeKind::Failed(error)
+                    }
+                }
+            }
+        };
+        writes.push(OutcomeWrite {
+            id: n.id.clone(),
+            kind,
+        });
+    }
+
+    record(shared, &claim.token, &writes).await?;
+
+    if !dead.is_empty() {
+        match shared.store.mark_devices_invalid(&dead).await {
+            Ok(invalidated) => {
+                tracing::info!(count = invalidated.len(), "devices marked INVALID")
+            }
+            Err(error) => tracing::warn!(%error, "marking dead devices INVALID failed"),
+        }
+    }
+    for (credential, failure) in broken {
+        tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; failing its queued notifications");
+        shared.credentials.mark_broken(
+            &credential,
+            failure.version,
+            shared.config.credential_error_hold,
+            failure.error.clone(),
+        );
+        let code = failure
+            .error
+            .provider_reason
+            .clone()
+            .unwrap_or_else(|| failure.error.code.clone());
+        if let Err(error) = shared
+            .store
+            .set_credential_last_error(&credential, failure.version, &code, &failure.error.message)
+            .await
+        {
+            tracing::warn!(%credential, %error, "recording the credential's lastError failed");
+        }
+        match shared
+            .store
+            .fail_queued_for_credential(&credential, &failure.error)
+            .await
+        {
+            Ok(failed) => tracing::info!(%credential, failed, "queued notifications failed fast"),
+            Err(error) => {
+                tracing::warn!(%credential, %error, "failing queued notifications failed")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes the outcomes, trying again a few times on store errors (giving up lets the lease
+/// expire: the batch is then sent again, the one source of duplicates).
+async fn record(
+    shared: &Shared,
+    token: &str,
+    writes: &[OutcomeWrite],
+) -> Result<(), herald_store::StoreError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match shared.store.record_outcomes(token, writes).await {
+            Ok(summary) => {
+                if summary.stale > 0 {
+                    tracing::info!(
+                        stale = summary.stale,
+                        "outcomes for rows no longer held were dropped"
+                    );
+                }
+                return Ok(());
+            }
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "writing outcomes failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+fn retry_or_fail(
+    shared: &Shared,
+    n: &ClaimedNotification,
+    now: i64,
+    after: Option<Duration>,
+    error: NotificationError,
+) -> OutcomeKind {
+    let policy = &shared.config.retry;
+    if n.attempts >= policy.max_attempts {
+        return OutcomeKind::Failed(NotificationError {
+            code: "retries-exhausted".into(),
+            message: format!("gave up after {} attempts: {}", n.attempts, error.message),
+            ..error
+        });
+    }
+    let due_at = now + policy.delay(n.attempts, after).as_millis() as i64;
+    if due_at > n.expires_at {
+        return OutcomeKind::Failed(NotificationError {
+            code: "expired".into(),
+            message: format!(
+                "the next attempt would fall after the notification's TTL: {}",
+                error.message
+            ),
+            ..error
+        });
+    }
+    OutcomeKind::Retry { due_at, error }
+}
+
+fn error_of(outcome: &Outcome, code: &str, legacy: bool) -> NotificationError {
+    let mut message = outcome.to_string();
+    if legacy && !matches!(outcome, Outcome::Retry { .. }) {
+        message.push_str(
+            " (this credential uses the legacy FCM HTTP API, which Google shut down in 2024: \
+             use an FCM service-account credential)",
+        );
+    }
+    NotificationError {
+        code: code.to_owned(),
+        message,
+        provider_status: outcome.status(),
+        provider_reason: Some(outcome.reason_code().to_owned()).filter(|r| !r.is_empty()),
+    }
+}
+
+async fn send(loaded: &Loaded, prepared: &Prepared, n: &ClaimedNotification) -> Outcome {
+    let Ok(_permit) = loaded.permits.acquire().await else {
+        return Outcome::Retry {
+            after: None,
+            status: None,
+            reason: "shutting down".into(),
+        };
+    };
+    let id = ids::parse_type_id(ids::PUSH_NOTIFICATION, &n.id).unwrap_or_else(uuid::Uuid::now_v7);
+    match (&loaded.client, prepared) {
+        (Client::Apns(client), Prepared::Apns(p)) => client.send(p, &n.token, id).await,
+        (Client::Fcm(client), Prepared::Fcm(p)) => client.send(p, &n.token, id).await,
+        (Client::FcmLegacy(client), Prepared::FcmLegacy(p)) => client.send(p, &n.token, id).await,
+        _ => Outcome::Retry {
+            after: None,
+            status: None,
+            reason: "payload prepared for another client kind".into(),
+        },
+    }
+}
+
+/// The parsed requests of the batch's operations (cached across batches).
+async fn operation_contexts(
+    shared: &Shared,
+    notifications: &[ClaimedNotification],
+) -> Result<HashMap<String, Arc<OperationContext>>, herald_store::StoreError> {
+    let mut out = HashMap::new();
+    let mut missing = Vec::new();
+    for n in notifications {
+        if out.contains_key(&n.operation_id) || missing.contains(&n.operation_id) {
+            continue;
+        }
+        match shared.operations.get(&n.operation_id) {
+            Some(context) => {
+                out.insert(n.operation_id.clone(), context);
+            }
+            None => missing.push(n.operation_id.clone()),
+        }
+    }
+    if !missing.is_empty() {
+        for (id, request, expires_at) in shared.store.operation_requests(&missing).await? {
+            match serde_json::from_str(&request) {
+                Ok(request) => {
+                    let context = Arc::new(OperationContext::new(request, expires_at));
+                    shared.operations.insert(id.clone(), context.clone());
+                    out.insert(id, context);
+                }
+                Err(error) => {
+                    tracing::error!(operation = %id, %error, "stored send request does not parse")
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,250 @@
+//! The planner: claims operations with recipients left to resolve (with a lease, so several nodes
+//! share the work and a dead node's operation is taken over), resolves `to` in batches — users to
+//! their ACTIVE devices in the sending app, direct devices as given, a provider without a
+//! credential → unaddressable — and writes each batch with its resume point in one transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use herald_core::AppName;
+use herald_core::Provider;
+use herald_core::credential_content::PushCredentialType;
+use herald_core::send::{Recipient, SendRequest, Sender};
+use herald_core::time::now_ms;
+use herald_store::delivery::{NewNotification, PlanBatch, PlanTask};
+use herald_store::{Store, StoreError};
+use tokio::sync::watch;
+
+use crate::{Shared, idle};
+
+/// Where a request's notifications go: a credential per provider and the app users resolve in.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub(crate) struct Route {
+    pub apn: Option<String>,
+    pub fcm: Option<String>,
+    pub app: Option<AppName>,
+}
+
+impl Route {
+    fn credential(&self, provider: Provider) -> Option<&String> {
+        match provider {
+            Provider::Apn => self.apn.as_ref(),
+            Provider::Fcm => self.fcm.as_ref(),
+        }
+    }
+}
+
+pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    loop {
+        let lease_ms = shared.config.lease.as_millis() as i64;
+        match shared
+            .store
+            .claim_operations_to_plan(now_ms(), lease_ms, 4)
+            .await
+        {
+            Ok(tasks) if !tasks.is_empty() => {
+                for task in tasks {
+                    if *stopped.borrow() {
+                        return;
+                    }
+                    let id = task.operation_id.clone();
+                    if let Err(error) = plan(&shared, task).await {
+                        tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
+                    }
+                }
+                continue;
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!(%error, "claiming operations to plan failed"),
+        }
+        if !idle(
+            &shared.wake_planner,
+            shared.config.poll_interval,
+            &mut stopped,
+        )
+        .await
+        {
+            return;
+        }
+    }
+}
+
+/// Resolves the sender of a request into a route.
+pub(crate) async fn route(
+    store: &dyn Store,
+    account: &str,
+    sender: &Sender,
+) -> Result<Route, StoreError> {
+    let app_route = |app: AppName, defaults: Vec<(PushCredentialType, String)>| {
+        let mut route = Route {
+            app: Some(app),
+            ..Route::default()
+        };
+        for (kind, id) in defaults {
+            match kind {
+                PushCredentialType::Apn | PushCredentialType::ApnSandbox => {
+                    if route.apn.is_none() {
+                        route.apn = Some(id);
+                    }
+                }
+                PushCredentialType::Fcm => route.fcm = Some(id),
+            }
+        }
+        route
+    };
+    match sender {
+        Sender::App { app_name } => {
+            let defaults = store.app_default_credentials(account, app_name).await?;
+            Ok(app_route(app_name.clone(), defaults))
+        }
+        Sender::AccountDefault => match store.account_default_app(account).await? {
+            Some(app) => {
+                let defaults = store.app_default_credentials(account, &app).await?;
+                Ok(app_route(app, defaults))
+            }
+            None => Ok(Route::default()),
+        },
+        Sender::Credentials { apn, fcm } => {
+            let mut route = Route::default();
+            let mut push_app = None;
+            for (slot, id) in [(&mut route.apn, apn), (&mut route.fcm, fcm)] {
+                let Some(id) = id else { continue };
+                if herald_core::ids::is_sid(herald_core::ids::CHAT_CREDENTIAL_SID, id) {
+                    match store.get_chat_credential(account, id).await {
+                        Ok(_) => *slot = Some(id.clone()),
+                        Err(StoreError::NotFound) => {}
+                        Err(other) => return Err(other),
+                    }
+                } else {
+                    match store.get_credential(account, id).await {
+                        Ok(record) => {
+                            push_app.get_or_insert(record.app_name);
+                            *slot = Some(id.clone());
+                        }
+                        Err(StoreError::NotFound) => {}
+                        Err(other) => return Err(other),
+                    }
+                }
+            }
+            route.app = match push_app {
+                Some(app) => Some(app),
+                None => store.account_default_app(account).await?,
+            };
+            Ok(route)
+        }
+    }
+}
+
+/// Plans one claimed operation to the end (or until its lease is lost).
+async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
+    let request: SendRequest = serde_json::from_str(&task.request)
+        .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
+    let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
+    let total = request.to.len() as i64;
+    let mut planned = task.planned;
+    let step = shared.config.plan_batch.max(1) as i64;
+    loop {
+        let end = (planned + step).min(total);
+        let slice = &request.to[planned as usize..end as usize];
+        let (notifications, unaddressable) = resolve(
+            shared.store.as_ref(),
+            &task.account_sid,
+            &route,
+            slice,
+            planned,
+        )
+        .await?;
+        let now = now_ms();
+        let batch = PlanBatch {
+            operation_id: task.operation_id.clone(),
+            owner: task.owner.clone(),
+            planned_before: planned,
+            planned_after: end,
+            notifications,
+            unaddressable,
+            done: end >= total,
+            lease_until: now + shared.config.lease.as_millis() as i64,
+            priority: request.priority.as_str().to_owned(),
+            tags: request.tags.clone(),
+            scheduled_until: task.send_at.filter(|at| *at > now),
+            expires_at: task.expires_at,
+        };
+        if !shared.store.write_plan_batch(&batch).await? {
+            tracing::info!(operation = %task.operation_id, "plan lease lost or operation canceled");
+            return Ok(());
+        }
+        if batch.scheduled_until.is_none() && !batch.notifications.is_empty() {
+            shared.wake_dispatchers.notify_waiters();
+        }
+        planned = end;
+        if batch.done {
+            tracing::debug!(operation = %task.operation_id, recipients = total, "planned");
+            return Ok(());
+        }
+    }
+}
+
+/// The notifications of `slice` (entries `offset..` of `to`) and how many of its recipients are
+/// unaddressable.
+pub(crate) async fn resolve(
+    store: &dyn Store,
+    account: &str,
+    route: &Route,
+    slice: &[Recipient],
+    offset: i64,
+) -> Result<(Vec<NewNotification>, i64), StoreError> {
+    let users: Vec<String> = slice
+        .iter()
+        .filter_map(|r| match r {
+            Recipient::User { user_id, .. } => Some(user_id.clone()),
+            Recipient::Device { .. } => None,
+        })
+        .collect();
+    let mut devices: HashMap<String, Vec<(Provider, String)>> = HashMap::new();
+    if let (Some(app), false) = (&route.app, users.is_empty()) {
+        for (user, provider, token) in store.active_devices_for_users(account, app, &users).await? {
+            devices.entry(user).or_default().push((provider, token));
+        }
+    }
+    let app_name = route.app.as_ref().map(|a| a.as_str().to_owned());
+    let mut out = Vec::with_capacity(slice.len());
+    let mut unaddressable = 0;
+    for (i, recipient) in slice.iter().enumerate() {
+        let index = offset + i as i64;
+        let before = out.len();
+        match recipient {
+            Recipient::Device {
+                token, provider, ..
+            } => {
+                if let Some(credential) = route.credential(*provider) {
+                    out.push(NewNotification {
+                        recipient_index: index,
+                        provider: *provider,
+                        token: token.clone(),
+                        credential_id: credential.clone(),
+                        app_name: app_name.clone(),
+                        user_id: None,
+                    });
+                }
+            }
+            Recipient::User { user_id, .. } => {
+                for (provider, token) in devices.get(user_id).map(Vec::as_slice).unwrap_or(&[]) {
+                    if let Some(credential) = route.credential(*provider) {
+                        out.push(NewNotification {
+                            recipient_index: index,
+                            provider: *provider,
+                            token: token.clone(),
+                            credential_id: credential.clone(),
+                            app_name: app_name.clone(),
+                            user_id: Some(user_id.clone()),
+                        });
+                    }
+                }
+            }
+        }
+        if out.len() == before {
+            unaddressable += 1;
+        }
+    }
+    Ok((out, unaddressable))
+}
