@@ -5,11 +5,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 use herald_api::ApiConfig;
 use herald_api::rate_limit::RateLimit;
+use herald_delivery::{EngineConfig, RetryPolicy};
 use herald_store::{MasterKey, SqlStore, StoreLimits};
 use serde::Deserialize;
 
@@ -58,6 +60,33 @@ pub struct ServeArgs {
     /// Credentials per app.
     #[arg(long, env = "HERALD_MAX_CREDENTIALS_PER_APP")]
     pub max_credentials_per_app: Option<i64>,
+    /// Delivery dispatcher tasks (each with one claimed batch in flight).
+    #[arg(long, env = "HERALD_DELIVERY_WORKERS")]
+    pub delivery_workers: Option<usize>,
+    /// Notifications claimed per batch.
+    #[arg(long, env = "HERALD_DELIVERY_BATCH_SIZE")]
+    pub delivery_batch_size: Option<i64>,
+    /// How long a node holds claimed work before another node may take it over (ms).
+    #[arg(long, env = "HERALD_DELIVERY_LEASE_MS")]
+    pub delivery_lease_ms: Option<u64>,
+    /// How often idle delivery loops look for due work (ms).
+    #[arg(long, env = "HERALD_DELIVERY_POLL_MS")]
+    pub delivery_poll_ms: Option<u64>,
+    /// Sends in flight at once per credential.
+    #[arg(long, env = "HERALD_PER_CREDENTIAL_CONCURRENCY")]
+    pub per_credential_concurrency: Option<usize>,
+    /// Ceiling of the first retry's delay (ms); it doubles per attempt.
+    #[arg(long, env = "HERALD_RETRY_FIRST_DELAY_MS")]
+    pub retry_first_delay_ms: Option<u64>,
+    /// Cap of the retry delay (ms).
+    #[arg(long, env = "HERALD_RETRY_MAX_DELAY_MS")]
+    pub retry_max_delay_ms: Option<u64>,
+    /// Attempts per notification (the first send included).
+    #[arg(long, env = "HERALD_RETRY_MAX_ATTEMPTS")]
+    pub retry_max_attempts: Option<i64>,
+    /// Days finished operations are kept before they are pruned.
+    #[arg(long, env = "HERALD_RETENTION_DAYS")]
+    pub retention_days: Option<f64>,
 }
 
 /// The optional TOML file.
@@ -75,6 +104,15 @@ struct FileConfig {
     body_limit_bytes: Option<usize>,
     max_apps_per_account: Option<i64>,
     max_credentials_per_app: Option<i64>,
+    delivery_workers: Option<usize>,
+    delivery_batch_size: Option<i64>,
+    delivery_lease_ms: Option<u64>,
+    delivery_poll_ms: Option<u64>,
+    per_credential_concurrency: Option<usize>,
+    retry_first_delay_ms: Option<u64>,
+    retry_max_delay_ms: Option<u64>,
+    retry_max_attempts: Option<i64>,
+    retention_days: Option<f64>,
 }
 
 /// Everything resolved.
@@ -88,6 +126,7 @@ pub struct Settings {
     pub rate_limit: RateLimit,
     pub body_limit_bytes: usize,
     pub limits: StoreLimits,
+    pub engine: EngineConfig,
 }
 
 impl Settings {
@@ -123,6 +162,73 @@ impl Settings {
                 "TLS needs both a certificate file and a key file (HERALD_TLS_CERT_FILE, HERALD_TLS_KEY_FILE)"
             ),
         };
+        let engine = {
+            let d = EngineConfig::default();
+            let ms =
+                |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+            let retention_days = serve.retention_days.or(file.retention_days);
+            if let Some(days) = retention_days {
+                anyhow::ensure!(
+                    days.is_finite() && days >= 0.0,
+                    "retention_days must be 0 or more"
+                );
+            }
+            let engine = EngineConfig {
+                workers: serve
+                    .delivery_workers
+                    .or(file.delivery_workers)
+                    .unwrap_or(d.workers),
+                claim_batch: serve
+                    .delivery_batch_size
+                    .or(file.delivery_batch_size)
+                    .unwrap_or(d.claim_batch),
+                lease: ms(serve.delivery_lease_ms.or(file.delivery_lease_ms), d.lease),
+                poll_interval: ms(
+                    serve.delivery_poll_ms.or(file.delivery_poll_ms),
+                    d.poll_interval,
+                ),
+                per_credential_concurrency: serve
+                    .per_credential_concurrency
+                    .or(file.per_credential_concurrency)
+                    .unwrap_or(d.per_credential_concurrency),
+                retry: RetryPolicy {
+                    first_delay: ms(
+                        serve.retry_first_delay_ms.or(file.retry_first_delay_ms),
+                        d.retry.first_delay,
+                    ),
+                    max_delay: ms(
+                        serve.retry_max_delay_ms.or(file.retry_max_delay_ms),
+                        d.retry.max_delay,
+                    ),
+                    max_attempts: serve
+                        .retry_max_attempts
+                        .or(file.retry_max_attempts)
+                        .unwrap_or(d.retry.max_attempts),
+                },
+                retention: retention_days
+                    .map(|days| Duration::from_secs_f64(days * 86_400.0))
+                    .unwrap_or(d.retention),
+                ..d
+            };
+            anyhow::ensure!(engine.workers >= 1, "delivery_workers must be at least 1");
+            anyhow::ensure!(
+                engine.claim_batch >= 1,
+                "delivery_batch_size must be at least 1"
+            );
+            anyhow::ensure!(
+                engine.retry.max_attempts >= 1,
+                "retry_max_attempts must be at least 1"
+            );
+            anyhow::ensure!(
+                engine.per_credential_concurrency >= 1,
+                "per_credential_concurrency must be at least 1"
+            );
+            anyhow::ensure!(
+                engine.lease >= Duration::from_millis(100),
+                "delivery_lease_ms must be at least 100"
+            );
+            engine
+        };
         let defaults = RateLimit::default();
         let store_defaults = StoreLimits::default();
         Ok(Self {
@@ -156,6 +262,7 @@ impl Settings {
                     .or(file.max_credentials_per_app)
                     .unwrap_or(store_defaults.max_credentials_per_app),
             },
+            engine,
             data_dir,
             database_url,
         })

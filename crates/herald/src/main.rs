@@ -24,6 +24,7 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once; ServeArgs is mostly Options
 enum Command {
     /// Run the server.
     Serve(config::ServeArgs),

@@ -50,8 +50,25 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         config,
         &master_key,
     );
-    herald_api::server::serve(listener, herald_api::router(state), tls, shutdown_signal()).await?;
+    let provider_config =
+        herald_providers::ProviderConfig::from_env().context("provider configuration")?;
+    let providers = Arc::new(
+        herald_providers::Providers::new(provider_config).context("provider configuration")?,
+    );
+    let engine = herald_delivery::Engine::start(
+        store.clone() as Arc<dyn herald_store::Store>,
+        providers,
+        settings.engine.clone(),
+        state.wake_delivery.clone(),
+    );
+    let served =
+        herald_api::server::serve(listener, herald_api::router(state), tls, shutdown_signal())
+            .await;
     tracing::info!("shutting down");
+    // Batches in flight are written before the store closes; anything not finished is picked
+    // up after a restart (or by another node) when its lease expires.
+    engine.shutdown().await;
+    served?;
     store.close().await;
     Ok(())
 }
