@@ -1,0 +1,482 @@
+//! Store conformance: operations, idempotency, the planning steps, the queue (claims, leases,
+//! outcomes), cancel and pruning, on every backend.
+
+use std::sync::Arc;
+
+use herald_core::send::{Content, Priority, Recipient, SendRequest, Sender};
+use herald_core::time::now_ms;
+use herald_core::{AppName, Provider, Tags};
+use herald_store::delivery::{
+    Idempotency, NewNotification, NewOperation, NotificationError, OutcomeKind, OutcomeWrite,
+    PlanBatch,
+};
+use herald_store::testing::TestDatabase;
+use herald_store::{AccountStore, DeliveryStore, SqlStore, StoreError};
+
+fn request(recipients: usize) -> SendRequest {
+    SendRequest {
+        from: Sender::App {
+            app_name: AppName::parse("shop").unwrap(),
+        },
+        to: (0..recipients)
+            .map(|i| Recipient::Device {
+                token: format!("tok-{i}"),
+                provider: Provider::Apn,
+                variables: Default::default(),
+            })
+            .collect(),
+        content: Content {
+            body: Some("hi".into()),
+            ..Content::default()
+        },
+        silent: false,
+        priority: Priority::High,
+        sound: None,
+        ttl: 3600,
+        collapse_key: None,
+        apn: None,
+        fcm: None,
+        send_at_ms: None,
+        tags: Tags::default(),
+        templated: false,
+    }
+}
+
+fn new_op(account: &str, recipients: usize, key: Option<(&str, &str)>) -> NewOperation {
+    NewOperation {
+        account_sid: account.to_owned(),
+        request: request(recipients),
+        idempotency: key.map(|(k, h)| Idempotency {
+            key: k.into(),
+            request_hash: h.into(),
+        }),
+    }
+}
+
+fn notification(i: i64) -> NewNotification {
+    NewNotification {
+        recipient_index: i,
+        provider: Provider::Apn,
+        token: format!("tok-{i}"),
+        credential_id: "comms_credential_x".into(),
+        app_name: None,
+        user_id: None,
+    }
+}
+
+async fn account(store: &SqlStore) -> String {
+    store.create_account(None).await.unwrap().account.sid
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_conflict_and_race() {
+    for db in TestDatabase::all().await {
+        let store = Arc::new(db.store().await);
+        let acc = account(&store).await;
+        let first = store
+            .create_operation(new_op(&acc, 2, Some(("k1", "h1"))))
+            .await
+            .unwrap();
+        assert!(!first.replayed);
+        let again = store
+            .create_operation(new_op(&acc, 2, Some(("k1", "h1"))))
+            .await
+            .unwrap();
+        assert_eq!(
+            again,
+            herald_store::delivery::CreatedOperation {
+                id: first.id.clone(),
+                replayed: true
+            }
+        );
+        assert!(matches!(
+            store
+                .create_operation(new_op(&acc, 2, Some(("k1", "other"))))
+                .await,
+            Err(StoreError::Conflict(_))
+        ));
+        // Keys are per account.
+        let other = account(&store).await;
+        assert!(
+            !store
+                .create_operation(new_op(&other, 2, Some(("k1", "h1"))))
+                .await
+                .unwrap()
+                .replayed
+        );
+
+        // Concurrent repeats create one operation.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let store = store.clone();
+            let acc = acc.clone();
+            tasks.push(tokio::spawn(async move {
+                store
+                    .create_operation(new_op(&acc, 1, Some(("race", "h"))))
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        let mut fresh = 0;
+        for t in tasks {
+            let created = t.await.unwrap();
+            fresh += usize::from(!created.replayed);
+            ids.insert(created.id);
+        }
+        assert_eq!((ids.len(), fresh), (1, 1), "{}", db.name);
+        let op = store
+            .get_operation(&acc, ids.first().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.recipients, op.stats.total),
+            ("SCHEDULED", 1, 0)
+        );
+    }
+}
+
+#[tokio::test]
+async fn planning_steps_resume_and_lose_their_lease() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let id = store
+            .create_operation(new_op(&acc, 5, None))
+            .await
+            .unwrap()
+            .id;
+        let now = now_ms();
+        let tasks = store
+            .claim_operations_to_plan(now, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(tasks.len(), 1);
+        let task = &tasks[0];
+        // Leased: no one else gets it.
+        assert!(
+            store
+                .claim_operations_to_plan(now, 60_000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let batch = |before: i64, after: i64, owner: &str, done: bool| PlanBatch {
+            operation_id: id.clone(),
+            owner: owner.to_owned(),
+            planned_before: before,
+            planned_after: after,
+            notifications: (before..after)
+                .filter(|i| i % 2 == 0)
+                .map(notification)
+                .collect(),
+            unaddressable: (before..after).filter(|i| i % 2 == 1).count() as i64,
+            done,
+            lease_until: now_ms() + 60_000,
+            priority: "HIGH".into(),
+            tags: Tags::default(),
+            scheduled_until: None,
+            expires_at: now_ms() + 3_600_000,
+        };
+        assert!(
+            store
+                .write_plan_batch(&batch(0, 2, &task.owner, false))
+                .await
+                .unwrap()
+        );
+        // A repeat of the same step (a crashed planner's) or a foreign owner writes nothing.
+        assert!(
+            !store
+                .write_plan_batch(&batch(0, 2, &task.owner, false))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .write_plan_batch(&batch(2, 5, "someone-else", true))
+                .await
+                .unwrap()
+        );
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.queued, op.stats.unaddressable),
+            ("PROCESSING", 1, 1)
+        );
+        // Lease expiry hands the operation over with its resume point.
+        let later = now_ms() + 120_000;
+        let taken = store
+            .claim_operations_to_plan(later, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!((taken.len(), taken[0].planned), (1, 2));
+        assert!(
+            !store
+                .write_plan_batch(&batch(2, 5, &task.owner, true))
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .write_plan_batch(&batch(2, 5, &taken[0].owner, true))
+                .await
+                .unwrap()
+        );
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (
+                op.stats.total,
+                op.stats.queued,
+                op.stats.unaddressable,
+                op.completed_at
+            ),
+            (5, 3, 2, None),
+            "{}",
+            db.name
+        );
+    }
+}
+
+#[tokio::test]
+async fn claims_leases_outcomes_and_stale_writes() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let id = store
+            .create_operation(new_op(&acc, 4, None))
+            .await
+            .unwrap()
+            .id;
+        let task = store
+            .claim_operations_to_plan(now_ms(), 60_000, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let plan = PlanBatch {
+            operation_id: id.clone(),
+            owner: task.owner.clone(),
+            planned_before: 0,
+            planned_after: 4,
+            notifications: (0..4).map(notification).collect(),
+            unaddressable: 0,
+            done: true,
+            lease_until: now_ms() + 60_000,
+            priority: "HIGH".into(),
+            tags: Tags::default(),
+            scheduled_until: None,
+            expires_at: now_ms() + 3_600_000,
+        };
+        assert!(store.write_plan_batch(&plan).await.unwrap());
+        let now = now_ms();
+        let claim = store.claim_notifications(now, 1_000, 3).await.unwrap();
+        assert_eq!(claim.notifications.len(), 3);
+        assert!(claim.notifications.iter().all(|n| n.attempts == 1));
+        let rest = store.claim_notifications(now, 1_000, 10).await.unwrap();
+        assert_eq!(rest.notifications.len(), 1, "claims do not overlap");
+        // The first claim's lease expires: its rows are claimable again, and its late outcomes
+        // are dropped.
+        let retaken = store
+            .claim_notifications(now + 5_000, 1_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(retaken.notifications.len(), 4);
+        assert!(retaken.notifications.iter().all(|n| n.attempts == 2));
+        let stale = store
+            .record_outcomes(
+                &claim.token,
+                &[OutcomeWrite {
+                    id: claim.notifications[0].id.clone(),
+                    kind: OutcomeKind::Sent,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!((stale.sent, stale.stale), (0, 1));
+        let ids: Vec<String> = retaken.notifications.iter().map(|n| n.id.clone()).collect();
+        let error = NotificationError::new("provider-unavailable", "503");
+        let summary = store
+            .record_outcomes(
+                &retaken.token,
+                &[
+                    OutcomeWrite {
+                        id: ids[0].clone(),
+                        kind: OutcomeKind::Sent,
+                    },
+                    OutcomeWrite {
+                        id: ids[1].clone(),
+                        kind: OutcomeKind::Failed(error.clone()),
+                    },
+                    OutcomeWrite {
+                        id: ids[2].clone(),
+                        kind: OutcomeKind::Retry {
+                            due_at: now_ms() - 1,
+                            error: error.clone(),
+                        },
+                    },
+                    OutcomeWrite {
+                        id: ids[3].clone(),
+                        kind: OutcomeKind::Sent,
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (summary.sent, summary.failed, summary.retried, summary.stale),
+            (2, 1, 1, 0)
+        );
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (
+                op.stats.sent,
+                op.stats.failed,
+                op.stats.queued,
+                op.completed_at
+            ),
+            (2, 1, 1, None)
+        );
+        let failed = store.get_notification(&acc, &ids[1]).await.unwrap();
+        assert_eq!(failed.error.unwrap()["code"], "provider-unavailable");
+        // The retried row is due again; sending it finishes the operation.
+        let last = store
+            .claim_notifications(now_ms(), 1_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(last.notifications.len(), 1);
+        let summary = store
+            .record_outcomes(
+                &last.token,
+                &[OutcomeWrite {
+                    id: last.notifications[0].id.clone(),
+                    kind: OutcomeKind::Sent,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!(summary.completed_operations, vec![id.clone()]);
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.sent, op.stats.total),
+            ("COMPLETED", 3, 4),
+            "{}",
+            db.name
+        );
+
+        // Pruning: only operations finished before the cutoff.
+        assert_eq!(
+            store
+                .prune_finished(op.completed_at.unwrap(), 10)
+                .await
+                .unwrap(),
+            0
+        );
+        assert_eq!(store.prune_finished(now_ms() + 1, 10).await.unwrap(), 1);
+        assert!(matches!(
+            store.get_operation(&acc, &id).await,
+            Err(StoreError::NotFound)
+        ));
+        assert!(matches!(
+            store.get_notification(&acc, &ids[0]).await,
+            Err(StoreError::NotFound)
+        ));
+    }
+}
+
+#[tokio::test]
+async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        // Never planned: every recipient counts canceled.
+        let id = store
+            .create_operation(new_op(&acc, 7, None))
+            .await
+            .unwrap()
+            .id;
+        store.cancel_operation(&acc, &id).await.unwrap();
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.canceled, op.stats.total),
+            ("CANCELED", 7, 7)
+        );
+        assert!(
+            store
+                .claim_operations_to_plan(now_ms(), 1000, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        // Another account's operation is not found.
+        let other = account(&store).await;
+        assert!(matches!(
+            store.cancel_operation(&other, &id).await,
+            Err(StoreError::NotFound)
+        ));
+
+        // Half planned, one row in flight: queued rows and the rest of `to` are canceled, the
+        // row in flight finishes, and then the operation is CANCELED.
+        let id = store
+            .create_operation(new_op(&acc, 4, None))
+            .await
+            .unwrap()
+            .id;
+        let task = store
+            .claim_operations_to_plan(now_ms(), 60_000, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let plan = PlanBatch {
+            operation_id: id.clone(),
+            owner: task.owner.clone(),
+            planned_before: 0,
+            planned_after: 2,
+            notifications: (0..2).map(notification).collect(),
+            unaddressable: 0,
+            done: false,
+            lease_until: now_ms() + 60_000,
+            priority: "LOW".into(),
+            tags: Tags::default(),
+            scheduled_until: None,
+            expires_at: now_ms() + 3_600_000,
+        };
+        assert!(store.write_plan_batch(&plan).await.unwrap());
+        let claim = store
+            .claim_notifications(now_ms(), 60_000, 1)
+            .await
+            .unwrap();
+        store.cancel_operation(&acc, &id).await.unwrap();
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (
+                op.status.as_str(),
+                op.stats.queued,
+                op.stats.canceled,
+                op.stats.total
+            ),
+            ("PROCESSING", 1, 3, 4),
+            "{}",
+            db.name
+        );
+        // The planner's next step is refused.
+        let mut next = plan.clone();
+        next.planned_before = 2;
+        next.planned_after = 4;
+        next.done = true;
+        assert!(!store.write_plan_batch(&next).await.unwrap());
+        store
+            .record_outcomes(
+                &claim.token,
+                &[OutcomeWrite {
+                    id: claim.notifications[0].id.clone(),
+                    kind: OutcomeKind::Sent,
+                }],
+            )
+            .await
+            .unwrap();
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.sent, op.stats.canceled),
+            ("CANCELED", 1, 3)
+        );
+        assert!(op.completed_at.is_some());
+    }
+}
