@@ -474,3 +474,24 @@ async fn scheduled_sends_are_scheduled_operations() {
         assert_eq!(status, 202, "{answer}");
     }
 }
+
+#[tokio::test]
+async fn a_flood_of_problems_is_capped_with_a_count() {
+    for server in TestServer::all().await {
+        shop(&server).await;
+        let mut bad = body();
+        bad["to"] = Value::Array(vec![json!({"token": "bad token", "provider": "APN"}); 150]);
+        let (status, answer) = call(server.post_json(SEND, &bad)).await;
+        assert_eq!(status, 400);
+        let errors = answer["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 101, "100 problems and a count");
+        assert_eq!(errors[0]["context"], "to[0].token");
+        assert_eq!(errors[99]["context"], "to[99].token");
+        assert!(
+            errors[100]["message"].as_str().unwrap().contains("50 more"),
+            "{}",
+            errors[100]
+        );
+        assert_eq!(operation_count(&server, &server.auth).await, 0);
+    }
+}
