@@ -736,10 +736,35 @@ async fn chat_and_push_credentials_stay_apart() {
             call(server.get(&format!("/v1/PushNotifications/Credentials/{chat_sid}"))).await;
         assert_eq!(status, 404, "{body}");
         let (status, body) = call(server.get("/v1/PushNotifications/Credentials")).await;
-        if status == 200 {
-            let listed = body["credentials"].as_array().unwrap();
-            assert!(listed.iter().all(|c| c["id"] != chat_sid), "{body}");
-        }
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["credentials"], serde_json::json!([]), "{body}");
+
+        // A Push credential made through the Push API is not under the Chat face.
+        let (status, push) = call(server.post_json(
+            "/v1/PushNotifications/Credentials",
+            &serde_json::json!({
+                "credentialType": "APN",
+                "appName": "shop",
+                "content": common::fixture("apn-cert-content.json"),
+            }),
+        ))
+        .await;
+        assert_eq!(status, 202, "{push}");
+        let push_credential = push["resourceId"].as_str().unwrap();
+        let listed = list_all(&server).await;
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0]["sid"], chat_sid);
+        let (status, _) = call(server.get(&format!("/v2/Credentials/{push_credential}"))).await;
+        assert_eq!(status, 404);
+        let (status, body) = call(server.get("/v1/PushNotifications/Credentials")).await;
+        assert_eq!(status, 200);
+        let ids: Vec<&Value> = body["credentials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| &c["id"])
+            .collect();
+        assert_eq!(ids, [push_credential], "{body}");
 
         // A Push-face row (even one with a CR-shaped id) is not under the Chat face.
         let push_id = "CR0123456789abcdef0123456789abcdef";
