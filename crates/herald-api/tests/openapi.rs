@@ -20,6 +20,12 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use common::{TestServer, fixture};
 use herald_api::rate_limit::RateLimit;
+use herald_core::time::now_ms;
+use herald_core::{Provider, Tags};
+use herald_store::DeliveryStore;
+use herald_store::delivery::{
+    NewNotification, NotificationError, OutcomeKind, OutcomeWrite, PlanBatch,
+};
 use herald_store::testing::TestDatabase;
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder};
@@ -27,26 +33,17 @@ use serde_json::{Value, json};
 
 const DOCUMENT: &str = include_str!("../openapi.json");
 
-/// Documented paths whose handlers have not landed yet. A listed path is excused only while it
-/// really answers the router's fallback 404 (then the checks that need it are skipped); once it
-/// is served it is checked like any other, and the sweep prints that it can leave the list.
-/// Empty when the API is complete.
+/// Documented paths whose handlers have not landed yet. A listed path is excused only while no
+/// handler of its own answers it (the router's fallback 404, or the neighbouring route it falls
+/// into, see `unserved`): then the checks that need it are skipped. Once it is served it is
+/// checked like any other, and the sweep prints that it can leave the list. Empty when the API
+/// is complete.
 const NOT_YET_SERVED: &[&str] = &[
-    "/v1/PushNotifications",
-    "/v1/PushNotifications/{pushNotificationId}",
-    "/v1/PushNotifications/Credentials",
-    "/v1/PushNotifications/Credentials/{credentialId}",
-    "/v1/PushNotifications/Apps",
-    "/v1/PushNotifications/Apps/{appName}",
     "/v1/PushNotifications/DeviceRegistrations",
     "/v1/PushNotifications/DeviceRegistrations/{deviceRegistrationId}",
     "/v1/PushNotifications/DeviceRegistrations/{deviceRegistrationId}/Devices/{token}",
     "/v1/PushNotifications/Users",
     "/v1/PushNotifications/Users/{userId}",
-    "/v1/PushNotifications/Operations",
-    "/v1/PushNotifications/Operations/{operationId}",
-    "/v1/PushNotifications/Operations/{operationId}/Errors",
-    "/v1/PushNotifications/Operations/{operationId}/Cancel",
     "/v1/PushNotifications/EventSubscription",
 ];
 
@@ -838,6 +835,49 @@ fn is_fallback_404(answer: &Answer) -> bool {
             .is_some_and(|m| m.starts_with("no resource at"))
 }
 
+const DECOY: &str = "NoSuchRoute";
+
+/// `path` (a concrete path of `template`, under `/v1/` or `/preview/`) with the segment of the
+/// template's last literal segment replaced by one no route has; and that segment.
+fn decoy(template: &str, path: &str) -> (String, String) {
+    let literal = template
+        .split('/')
+        .collect::<Vec<_>>()
+        .iter()
+        .rposition(|s| !s.is_empty() && !s.starts_with('{'))
+        .expect("a literal segment");
+    let mut segments: Vec<&str> = path.split('/').collect();
+    let original = segments[literal].to_owned();
+    segments[literal] = DECOY;
+    (segments.join("/"), original)
+}
+
+/// Whether no handler of `template` gave `answer` to `verb path` (with `body`): the same request
+/// to the decoy path answers the same — the router's fallback 404, or a neighbouring route such
+/// as `/v1/PushNotifications/{pushNotificationId}` that the path falls into while its own route
+/// is missing. Only used for the paths in `NOT_YET_SERVED`.
+async fn unserved(
+    server: &TestServer,
+    template: &str,
+    path: &str,
+    verb: &str,
+    body: Option<&Value>,
+    answer: &Answer,
+) -> bool {
+    let (decoy_path, original) = decoy(template, path);
+    let mut request = server.req(method(verb), &decoy_path);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    let other = send(request).await;
+    let message = |a: &Answer| {
+        a.body["errors"][0]["message"]
+            .as_str()
+            .map(|m| m.replace(DECOY, &original))
+    };
+    answer.status == other.status && message(answer) == message(&other)
+}
+
 /// Problems of a real answer against `response` (a response object of the document).
 fn check_response(doc: &Value, response: &Value, answer: &Answer, at: &str) -> Vec<String> {
     let mut problems = Vec::new();
@@ -917,7 +957,8 @@ impl Api<'_> {
             path = path.replace(&format!("{{{name}}}"), arg);
         }
         let mut request = self.server.req(method(verb), &format!("{path}{query}"));
-        if let Some(body) = body {
+        // A request meant to be refused is not checked (it is invalid on purpose).
+        if let Some(body) = body.filter(|_| expect < 300) {
             let schema = &resolve(self.doc, &operation["requestBody"])["content"]["application/json"]
                 ["schema"];
             let mut problems = Vec::new();
@@ -927,6 +968,8 @@ impl Api<'_> {
                 "the document refuses a valid request body of {verb} {template}: {}\n{body}",
                 problems.join("; ")
             );
+        }
+        if let Some(body) = body {
             request = request.json(body);
         }
         for (name, value) in headers {
@@ -963,8 +1006,9 @@ impl Api<'_> {
         self.call("get", template, args, None, 200).await
     }
 
-    async fn list(&self, template: &str, query: &str) -> Value {
+    async fn list(&self, template: &str, args: &[&str], query: &str) -> Value {
         let req = Req {
+            args,
             query,
             ..Req::default()
         };
@@ -998,11 +1042,19 @@ impl Api<'_> {
     async fn pending(&self, check: &str, templates: &[&str]) -> bool {
         let mut waiting = Vec::new();
         for template in templates {
-            if NOT_YET_SERVED.contains(template) {
-                let path = example_path(self.doc, template);
-                if is_fallback_404(&send(self.server.get(&path)).await) {
-                    waiting.push(*template);
-                }
+            if !NOT_YET_SERVED.contains(template) {
+                continue;
+            }
+            let path = example_path(self.doc, template);
+            let (verb, operation) = operations(&self.doc["paths"][*template])[0];
+            let body = operation.get("requestBody").map(|_| json!({}));
+            let mut request = self.server.req(method(verb), &path);
+            if let Some(body) = &body {
+                request = request.json(body);
+            }
+            let answer = send(request).await;
+            if unserved(self.server, template, &path, verb, body.as_ref(), &answer).await {
+                waiting.push(*template);
             }
         }
         if !waiting.is_empty() {
@@ -1023,6 +1075,7 @@ async fn every_documented_operation_reaches_a_real_handler() {
     let method_not_allowed = &doc["components"]["responses"]["MethodNotAllowed"];
     let mut problems = Vec::new();
     let mut waiting = BTreeSet::new();
+    let mut served_now = BTreeSet::new();
     for (template, item) in doc["paths"].as_object().unwrap() {
         let path = example_path(&doc, template);
         let listed = NOT_YET_SERVED.contains(&template.as_str());
@@ -1033,22 +1086,25 @@ async fn every_documented_operation_reaches_a_real_handler() {
         for (name, operation) in operations(item) {
             let at = format!("{} {path}", name.to_ascii_uppercase());
             let has_body = operation.get("requestBody").is_some();
+            let body = has_body.then(|| json!({}));
             for variant in &variants {
                 let mut request = server.req(method(name), variant);
-                if has_body {
-                    request = request.json(&json!({}));
+                if let Some(body) = &body {
+                    request = request.json(body);
                 }
                 let answer = send(request).await;
+                if listed
+                    && unserved(&server, template, variant, name, body.as_ref(), &answer).await
+                {
+                    waiting.insert(template.clone());
+                    continue;
+                }
                 if is_fallback_404(&answer) {
-                    if listed {
-                        waiting.insert(template.clone());
-                    } else {
-                        problems.push(format!("{at}: no route serves {variant} (router's 404)"));
-                    }
+                    problems.push(format!("{at}: no route serves {variant} (router's 404)"));
                     continue;
                 }
                 if listed {
-                    eprintln!("{template} is served now: take it out of NOT_YET_SERVED");
+                    served_now.insert(template.clone());
                 }
                 if answer.status == 405 {
                     problems.push(format!("{at}: 405 for {variant}"));
@@ -1081,12 +1137,13 @@ async fn every_documented_operation_reaches_a_real_handler() {
             if item.get(name).is_some() {
                 continue;
             }
+            let body = (name != "get" && name != "delete").then(|| json!({}));
             let mut request = server.req(method(name), &path);
-            if name != "get" && name != "delete" {
-                request = request.json(&json!({}));
+            if let Some(body) = &body {
+                request = request.json(body);
             }
             let answer = send(request).await;
-            if listed && is_fallback_404(&answer) {
+            if listed && unserved(&server, template, &path, name, body.as_ref(), &answer).await {
                 continue;
             }
             if answer.status == 405 {
@@ -1109,6 +1166,9 @@ async fn every_documented_operation_reaches_a_real_handler() {
     if !waiting.is_empty() {
         eprintln!("not yet served (handlers not landed): {waiting:?}");
     }
+    if !served_now.is_empty() {
+        eprintln!("served now, take them out of NOT_YET_SERVED: {served_now:?}");
+    }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
@@ -1122,7 +1182,7 @@ async fn limit_answers_match_the_document() {
         config.body_limit_bytes = 1024;
         config.rate_limit = RateLimit {
             requests_per_second: 0.001,
-            burst: 30.0,
+            burst: 60.0,
         };
     })
     .await;
@@ -1136,7 +1196,7 @@ async fn limit_answers_match_the_document() {
                 continue;
             }
             let answer = send(server.req(method(name), &path).json(&big)).await;
-            if listed && is_fallback_404(&answer) {
+            if listed && unserved(&server, template, &path, name, Some(&big), &answer).await {
                 continue;
             }
             // A handler may look the resource up first (404); without a path id it is 413.
@@ -1273,17 +1333,17 @@ async fn credentials_and_apps_match_the_document() {
     assert_eq!(fetched["apn"]["authMethod"], "certificate");
 
     // Lists, paged; `self` and `next` tokens work.
-    let all = api.list(&cs, "").await;
+    let all = api.list(&cs, &[], "").await;
     assert_eq!(all["credentials"].as_array().unwrap().len(), 3);
-    let first = api.list(&cs, "?pageSize=2").await;
+    let first = api.list(&cs, &[], "?pageSize=2").await;
     let next = first["pagination"]["next"].as_str().unwrap();
     let second = api
-        .list(&cs, &format!("?pageSize=2&pageToken={next}"))
+        .list(&cs, &[], &format!("?pageSize=2&pageToken={next}"))
         .await;
     assert_eq!(second["credentials"].as_array().unwrap().len(), 1);
     assert!(second["pagination"]["next"].is_null());
     let filtered = api
-        .list(&cs, "?appName=shop&credentialType=FCM&isDefault=true")
+        .list(&cs, &[], "?appName=shop&credentialType=FCM&isDefault=true")
         .await;
     assert_eq!(filtered["credentials"][0]["id"], fcm.as_str());
     let bad_size = Req {
@@ -1311,11 +1371,11 @@ async fn credentials_and_apps_match_the_document() {
     .await;
 
     // Apps.
-    let listed = api.list(&aps, "").await;
+    let listed = api.list(&aps, &[], "").await;
     assert_eq!(listed["apps"].as_array().unwrap().len(), 2);
     let shop = api.get(&a, &["shop"]).await;
     assert_eq!(shop["defaultCredentials"].as_array().unwrap().len(), 2);
-    api.list(&aps, "?isDefault=true").await;
+    api.list(&aps, &[], "?isDefault=true").await;
     let written = api
         .call(
             "patch",
@@ -1372,13 +1432,13 @@ async fn device_registrations_and_users_match_the_document() {
     assert_eq!(fetched["devices"].as_array().unwrap().len(), 2, "{fetched}");
 
     let listed = api
-        .list(&rs, &format!("?userId={user_id}&appName=shop"))
+        .list(&rs, &[], &format!("?userId={user_id}&appName=shop"))
         .await;
     assert_eq!(listed["deviceRegistrations"][0]["id"], id.as_str());
     api.call_with("get", &rs, Req::default(), 400).await;
 
     api.get(&u, &[&user_id]).await;
-    let listed = api.list(&us, "?pageSize=5").await;
+    let listed = api.list(&us, &[], "?pageSize=5").await;
     assert_eq!(listed["users"].as_array().unwrap().len(), 1);
 
     api.call("delete", &rd, &[&id, "a1b2c3d4"], None, 202).await;
@@ -1424,8 +1484,8 @@ async fn sends_operations_and_notifications_match_the_document() {
     {
         return;
     }
-    create_credential(&api, "APN", "shop", "apn-token-content.json").await;
-    create_credential(&api, "FCM", "shop", "fcm-content.json").await;
+    let apn = create_credential(&api, "APN", "shop", "apn-token-content.json").await;
+    let fcm = create_credential(&api, "FCM", "shop", "fcm-content.json").await;
     let body = json!({"appName": "shop", "token": "a1b2c3d4", "provider": "APN"});
     let written = api.call("post", &rs, &[], Some(&body), 202).await;
     let registration = api
@@ -1460,18 +1520,44 @@ async fn sends_operations_and_notifications_match_the_document() {
 
     let fetched = api.get(&o, &[operation_id]).await;
     assert_eq!(fetched["stats"]["recipients"], 2);
-    let listed = api.list(&os, "").await;
+
+    // No delivery engine runs in the test server: plan and deliver the operation the way the
+    // engine does, through the store (the user's APN device SENT, the FCM device FAILED), so
+    // that every optional field of the answers shows up.
+    deliver(&server, operation_id, &apn, &fcm, user_id).await;
+    let fetched = api.get(&o, &[operation_id]).await;
+    assert_eq!(fetched["status"], "COMPLETED", "{fetched}");
+    assert!(fetched["completedAt"].is_string(), "{fetched}");
+    let listed = api.list(&os, &[], "").await;
     assert_eq!(listed["operations"][0]["id"], operation_id);
-    api.list(&os, "?status=PROCESSING&pageSize=10").await;
-    api.list(&oe, "").await;
-    let notifications = api.list(V1, &format!("?operationId={operation_id}")).await;
+    api.list(
+        &os,
+        &[],
+        "?status=COMPLETED&pageSize=10&startDate=2026-01-01",
+    )
+    .await;
+    let failed = api.list(&oe, &[operation_id], "").await;
+    assert_eq!(failed["notifications"].as_array().unwrap().len(), 1);
+    assert!(failed["notifications"][0]["error"].is_object(), "{failed}");
+    let notifications = api
+        .list(V1, &[], &format!("?operationId={operation_id}"))
+        .await;
     let items = notifications["notifications"].as_array().unwrap();
     assert_eq!(items.len(), 2, "{notifications}");
     for item in items {
         api.get(&n, &[item["id"].as_str().unwrap()]).await;
     }
-    api.list(V1, "?provider=APN&status=QUEUED&tags=campaign:shipping;")
+    let sent_ones = api
+        .list(V1, &[], "?provider=APN&status=SENT&tags=campaign:shipping;")
         .await;
+    assert!(sent_ones["notifications"][0]["sentAt"].is_string());
+    assert_eq!(sent_ones["notifications"][0]["userId"], user_id);
+    api.list(
+        V1,
+        &[],
+        &format!("?user={user_id}&endDate=2099-01-01T00:00:00Z"),
+    )
+    .await;
 
     let scheduled = json!({
         "to": [{"token": "a1b2c3d4", "provider": "APN"}],
@@ -1485,6 +1571,76 @@ async fn sends_operations_and_notifications_match_the_document() {
     let fetched = api.get(&o, &[later_id]).await;
     assert_eq!(fetched["status"], "CANCELED", "{fetched}");
     api.call("post", &oc, &[later_id], None, 202).await;
+}
+
+/// Plans operation `id` and records its outcomes through the store, as the delivery engine does.
+async fn deliver(server: &TestServer, id: &str, apn: &str, fcm: &str, user_id: &str) {
+    let task = server
+        .store
+        .claim_operations_to_plan(now_ms(), 60_000, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|t| t.operation_id == id)
+        .expect("the operation is claimable for planning");
+    let device =
+        |index, provider, token: &str, credential: &str, user: Option<&str>| NewNotification {
+            recipient_index: index,
+            provider,
+            token: token.into(),
+            credential_id: credential.into(),
+            app_name: Some("shop".into()),
+            user_id: user.map(str::to_owned),
+        };
+    let planned = server
+        .store
+        .write_plan_batch(&PlanBatch {
+            operation_id: id.to_owned(),
+            owner: task.owner.clone(),
+            planned_before: task.planned,
+            planned_after: 2,
+            notifications: vec![
+                device(0, Provider::Apn, "a1b2c3d4", apn, Some(user_id)),
+                device(1, Provider::Fcm, "fcm-token-1", fcm, None),
+            ],
+            unaddressable: 0,
+            done: true,
+            lease_until: now_ms() + 60_000,
+            priority: "HIGH".into(),
+            tags: Tags::from_json(&json!({"campaign": "shipping"})).unwrap(),
+            scheduled_until: None,
+            expires_at: task.expires_at,
+        })
+        .await
+        .unwrap();
+    assert!(planned);
+    let claim = server
+        .store
+        .claim_notifications(now_ms(), 60_000, 100)
+        .await
+        .unwrap();
+    let outcomes: Vec<OutcomeWrite> = claim
+        .notifications
+        .iter()
+        .map(|n| OutcomeWrite {
+            id: n.id.clone(),
+            kind: match n.provider {
+                Provider::Apn => OutcomeKind::Sent,
+                Provider::Fcm => OutcomeKind::Failed(NotificationError {
+                    code: "dead-token".into(),
+                    message: "the device token is no longer valid".into(),
+                    provider_status: Some(404),
+                    provider_reason: Some("UNREGISTERED".into()),
+                }),
+            },
+        })
+        .collect();
+    assert_eq!(outcomes.len(), 2);
+    server
+        .store
+        .record_outcomes(&claim.token, &outcomes)
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
