@@ -40,8 +40,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// successes are cached, so a new account or key works at once.
 pub struct AuthCache {
     ttl: Duration,
-    entries: Mutex<HashMap<(String, [u8; 32]), (String, Instant)>>,
+    entries: Mutex<HashMap<CacheKey, (String, Instant)>>,
 }
+
+/// `(username, SHA-256 of the password)`.
+type CacheKey = (String, [u8; 32]);
 
 impl AuthCache {
     pub fn new(ttl: Duration) -> Self {
@@ -51,7 +54,7 @@ impl AuthCache {
         }
     }
 
-    fn get(&self, key: &(String, [u8; 32])) -> Option<String> {
+    fn get(&self, key: &CacheKey) -> Option<String> {
         let entries = self.entries.lock().expect("auth cache lock");
         entries
             .get(key)
@@ -59,7 +62,7 @@ impl AuthCache {
             .map(|(sid, _)| sid.clone())
     }
 
-    fn put(&self, key: (String, [u8; 32]), account_sid: String) {
+    fn put(&self, key: CacheKey, account_sid: String) {
         let mut entries = self.entries.lock().expect("auth cache lock");
         if entries.len() > 10_000 {
             entries.retain(|_, (_, at)| at.elapsed() < self.ttl);

@@ -18,6 +18,9 @@ fn pem(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// Form fields of a Chat request.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
 /// Secret text that must never come back in any answer.
 const API_KEY: &str = "AIzaSyHeraldTestServerKeyNeverShown";
 const SERVER_KEY: &str = "AAAAheraldtest:APA91bHeraldServerKeyNeverShown";
@@ -184,7 +187,7 @@ async fn create_fetch_update_delete() {
 async fn every_type_and_its_fields() {
     for server in TestServer::all().await {
         let account_json = pem("fcm-service-account.json");
-        let cases: Vec<(Vec<(&str, &str)>, &str, &str)> = vec![
+        let cases: Vec<(Form, &str, &str)> = vec![
             (vec![("Type", "apn")], "apn", "False"),
             (vec![("Type", "APN"), ("Sandbox", "TRUE")], "apn", "True"),
             (vec![("Type", "gcm"), ("ApiKey", API_KEY)], "gcm", "False"),
@@ -231,7 +234,7 @@ async fn invalid_creates_are_refused_and_store_nothing() {
         let cert = pem("apns-cert.pem");
         let other_key = pem("other-rsa-key.pem");
         let long_name = "n".repeat(65);
-        let cases: Vec<(Vec<(&str, &str)>, u64, &str)> = vec![
+        let cases: Vec<(Form, u64, &str)> = vec![
             (vec![("FriendlyName", "no type")], 20001, "Type is required"),
             (
                 vec![("Type", "apns")],

@@ -94,13 +94,12 @@ impl Drop for TestDatabase {
                     .build();
                 if let Ok(runtime) = runtime {
                     runtime.block_on(async move {
-                        if let Ok(options) = AnyConnectOptions::from_str(&base) {
-                            if let Ok(mut conn) = AnyConnection::connect_with(&options).await {
-                                let _ = conn
-                                    .execute(format!("DROP SCHEMA {schema} CASCADE").as_str())
-                                    .await;
-                                let _ = conn.close().await;
-                            }
+                        if let Ok(options) = AnyConnectOptions::from_str(&base)
+                            && let Ok(mut conn) = AnyConnection::connect_with(&options).await
+                        {
+                            let drop = format!("DROP SCHEMA {schema} CASCADE");
+                            let _ = conn.execute(drop.as_str()).await;
+                            let _ = conn.close().await;
                         }
                     });
                 }
