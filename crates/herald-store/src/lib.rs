@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod delivery;
 pub mod devices;
 mod error;
+pub mod events;
 pub mod page;
 mod postgres;
 mod secret_box;
@@ -37,6 +38,7 @@ pub use credentials::CredentialStore;
 pub use delivery::DeliveryStore;
 pub use devices::DeviceStore;
 pub use error::StoreError;
+pub use events::{EventStore, NewEvent, insert_events};
 pub use page::{Cursor, Page, PageRequest, keyset_condition};
 pub use secret_box::{MasterKey, SecretBox, write_private_file};
 pub use users::UserStore;
@@ -51,6 +53,7 @@ pub trait Store:
     + CredentialStore
     + DeliveryStore
     + DeviceStore
+    + EventStore
     + UserStore
     + Send
     + Sync
@@ -65,6 +68,7 @@ impl<T> Store for T where
         + CredentialStore
         + DeliveryStore
         + DeviceStore
+        + EventStore
         + UserStore
         + Send
         + Sync
