@@ -27,6 +27,7 @@
 
 mod credentials;
 mod dispatcher;
+pub mod events;
 mod message;
 mod planner;
 mod retry;
