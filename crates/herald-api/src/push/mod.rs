@@ -3,6 +3,7 @@
 mod apps;
 mod credentials;
 mod device_registrations;
+mod events;
 mod notifications;
 mod operations;
 mod send;
@@ -24,6 +25,7 @@ pub fn router() -> Router<AppState> {
         .merge(users::routes())
         .merge(notifications::routes())
         .merge(operations::routes())
+        .merge(events::routes())
 }
 
 /// The answer to a Push API write: 202 with `{"resourceId", "resourceLocation"}` and `Location`.
