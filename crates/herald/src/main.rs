@@ -5,6 +5,7 @@
 //! - `herald sandbox` runs fake APNs and FCM servers for tests and trials.
 
 mod config;
+mod import;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +41,17 @@ enum Command {
     },
     /// Run fake APNs and FCM servers (see `herald sandbox --help`).
     Sandbox(herald_sandbox::SandboxCli),
+    /// Bulk imports (see docs/import.md).
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Register devices from a CSV or JSON-lines file (userId?, token, provider) in one app.
+    Devices(import::ImportDevicesArgs),
 }
 
 #[derive(Subcommand)]
@@ -105,6 +117,15 @@ async fn main() -> anyhow::Result<()> {
         Command::Sandbox(cli) => {
             config::init_tracing();
             herald_sandbox::run_cli(cli).await
+        }
+        Command::Import {
+            command: ImportCommand::Devices(args),
+        } => {
+            let status = import::run(args).await?;
+            if status != 0 {
+                std::process::exit(status);
+            }
+            Ok(())
         }
     }
 }
