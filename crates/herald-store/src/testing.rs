@@ -41,11 +41,17 @@ impl TestDatabase {
             .ok()
             .filter(|url| !url.is_empty())?;
         sqlx::any::install_default_drivers();
-        let schema = format!("herald_test_{}", uuid::Uuid::new_v4().simple());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let random = uuid::Uuid::new_v4().simple().to_string();
+        let schema = format!("herald_test_{now}_{}", &random[..12]);
         let options = AnyConnectOptions::from_str(&base).expect("HERALD_TEST_DATABASE_URL parses");
         let mut conn = AnyConnection::connect_with(&options)
             .await
             .expect("connect to test PostgreSQL");
+        drop_stale_schemas(&mut conn, now).await;
         conn.execute(format!("CREATE SCHEMA {schema}").as_str())
             .await
             .expect("create schema");
@@ -97,6 +103,10 @@ impl Drop for TestDatabase {
                         if let Ok(options) = AnyConnectOptions::from_str(&base)
                             && let Ok(mut conn) = AnyConnection::connect_with(&options).await
                         {
+                            // A connection of the test's own pool may still hold a lock
+                            // (its rollback waits for the runtime this thread blocks): give up
+                            // after a while instead of hanging; a later run drops the schema.
+                            let _ = conn.execute("SET lock_timeout = '5s'").await;
                             let drop = format!("DROP SCHEMA {schema} CASCADE");
                             let _ = conn.execute(drop.as_str()).await;
                             let _ = conn.close().await;
@@ -107,4 +117,29 @@ impl Drop for TestDatabase {
             .join();
         }
     }
+}
+
+/// Drops test schemas left behind (by a killed test run) more than two hours ago.
+async fn drop_stale_schemas(conn: &mut AnyConnection, now: u64) {
+    use sqlx::Row;
+    let _ = conn.execute("SET lock_timeout = '1s'").await;
+    let rows = sqlx::query(
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name LIKE 'herald_test_%'",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap_or_default();
+    for row in rows {
+        let name: String = row.get(0);
+        let created = name
+            .strip_prefix("herald_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|created| created + 7200 < now) {
+            let _ = conn
+                .execute(format!("DROP SCHEMA {name} CASCADE").as_str())
+                .await;
+        }
+    }
+    let _ = conn.execute("SET lock_timeout = 0").await;
 }
