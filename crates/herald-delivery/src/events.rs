@@ -32,6 +32,9 @@ pub const ATTEMPT_HEADER: &str = "X-Herald-Delivery-Attempt";
 /// The content type of a structured-mode CloudEvent.
 pub const CONTENT_TYPE: &str = "application/cloudevents+json; charset=utf-8";
 
+/// The shortest idle pause between two claims that found nothing.
+const MIN_PAUSE: Duration = Duration::from_millis(10);
+
 /// Settings of the event sender. The defaults suit production; tests shorten the backoff.
 #[derive(Debug, Clone)]
 pub struct EventSenderConfig {
@@ -188,7 +191,11 @@ impl EventSender {
                 let pause = if claim_failed {
                     self.config.poll_interval
                 } else {
-                    self.idle_pause().await
+                    // At least a moment: an event can be due yet not claimable (another node's
+                    // claim holds its row lock until it commits).
+                    self.idle_pause()
+                        .await
+                        .max(MIN_PAUSE.min(self.config.poll_interval))
                 };
                 tokio::select! {
                     _ = &mut shutdown => stopping = true,

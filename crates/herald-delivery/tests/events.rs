@@ -584,3 +584,43 @@ async fn shutdown_waits_for_deliveries_in_flight_and_records_them() {
         assert!(outbox_empty(&store).await, "{}", db.name);
     }
 }
+
+#[tokio::test]
+async fn many_events_of_many_accounts_are_all_delivered_through_a_small_window() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let (receiver, base, _stop_receiver) = start_receiver(7).await;
+        let mut expected = 0;
+        for _ in 0..3 {
+            let account = subscribed_account(&store, &format!("{base}/hook")).await;
+            let events: Vec<NewEvent> = (0..50)
+                .map(|n| {
+                    NewEvent::operation(
+                        &account,
+                        types::OPERATION_PROCESSING,
+                        &format!("comms_operation_{n}"),
+                        "PROCESSING",
+                        json!({"n": n}),
+                    )
+                })
+                .collect();
+            expected += store.record_events(&events).await.unwrap();
+        }
+        let config = EventSenderConfig {
+            concurrency: 4,
+            ..quick()
+        };
+        let sender = EventSender::new(Arc::new(store.clone()) as Arc<dyn Store>, config).unwrap();
+        let (stop, handle) = start(sender);
+        eventually("every event delivered", async || {
+            receiver.delivered("/hook").len() as u64 == expected && outbox_empty(&store).await
+        })
+        .await;
+        stop.send(()).unwrap();
+        handle.await.unwrap();
+        assert_eq!(expected, 150);
+        let seen = receiver.seen();
+        assert!(seen.iter().all(|s| s.signature_ok), "{}", db.name);
+        assert_eq!(seen.iter().filter(|s| s.status == 500).count(), 7);
+    }
+}
