@@ -104,6 +104,25 @@ impl TestServer {
         let account = self.store.create_account(None).await.unwrap();
         (account.account.sid, account.auth_token)
     }
+
+    /// Makes app `name` of `auth`'s account the way users do: by creating its first credential.
+    pub async fn create_app_as(&self, auth: &Auth, name: &str) {
+        let body = serde_json::json!({
+            "credentialType": "APN",
+            "appName": name,
+            "content": fixture("apn-token-content.json"),
+        });
+        let (status, answer) = call(
+            self.req_as(Method::POST, "/v1/PushNotifications/Credentials", auth)
+                .json(&body),
+        )
+        .await;
+        assert_eq!(status, 202, "creating app {name}: {answer}");
+    }
+
+    pub async fn create_app(&self, name: &str) {
+        self.create_app_as(&self.auth.clone(), name).await
+    }
 }
 
 impl Drop for TestServer {
