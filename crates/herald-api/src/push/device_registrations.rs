@@ -15,7 +15,7 @@ use herald_core::{AppName, DeviceToken, Provider, ids};
 use herald_store::devices::{Device, DeviceRegistration, DeviceRemoval, RegisterDevice};
 use serde_json::{Value, json};
 
-use super::users::{or_not_found, path_param, query_map};
+use super::credentials::{or_not_found, param, path_param, query_map};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::{FieldErrors, PushError};
@@ -146,12 +146,12 @@ async fn list(
 ) -> Result<axum::Json<Value>, PushError> {
     let query = query_map(raw)?;
     let mut errors = FieldErrors::new();
-    let user_id = query.get("userId").map(String::as_str);
+    let user_id = param(&query, "userId");
     if user_id.is_none() {
         errors.add("userId", "userId is required");
     }
     let user_id = parse_field(&mut errors, "userId", user_id, user_id_format);
-    let app_name = query.get("appName").map(String::as_str);
+    let app_name = param(&query, "appName");
     let app_name = parse_field(&mut errors, "appName", app_name, AppName::parse);
     let list = match ListQuery::parse(&state.pages, &query, &["userId", "appName"]) {
         Ok(list) if errors.is_empty() => list,
@@ -186,7 +186,7 @@ async fn fetch(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<axum::Json<Value>, PushError> {
-    let id = path_param(path)?;
+    let id = path_param(path, REGISTRATION_NOT_FOUND)?;
     let registration = state
         .store
         .get_device_registration(&caller.account_sid, registration_id_of(&id)?)
@@ -200,7 +200,7 @@ async fn remove(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, PushError> {
-    let id = path_param(path)?;
+    let id = path_param(path, REGISTRATION_NOT_FOUND)?;
     state
         .store
         .delete_device_registration(&caller.account_sid, registration_id_of(&id)?)
@@ -216,7 +216,9 @@ async fn remove_device(
     caller: Caller,
     path: Result<Path<(String, String)>, PathRejection>,
 ) -> Result<Response, PushError> {
-    let (id, token) = path_param(path)?;
+    let (id, token) = path
+        .map(|Path(segments)| segments)
+        .map_err(|_| PushError::not_found(REGISTRATION_NOT_FOUND))?;
     let removal = state
         .store
         .remove_device(&caller.account_sid, registration_id_of(&id)?, &token)

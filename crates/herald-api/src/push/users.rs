@@ -1,8 +1,6 @@
 //! Push API: users — `GET /Users`, `GET /Users/{userId}`, `DELETE /Users/{userId}`. Users are
 //! made by registering a device without a `userId` (see `device_registrations.rs`).
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -10,10 +8,10 @@ use axum::response::Response;
 use axum::routing::get;
 use herald_core::ids;
 use herald_core::time::format_rfc3339;
-use herald_store::StoreError;
 use herald_store::users::User;
 use serde_json::{Value, json};
 
+use super::credentials::{or_not_found, path_param, query_map};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::PushError;
@@ -25,35 +23,13 @@ pub fn routes() -> Router<AppState> {
         .route("/Users/{user_id}", get(fetch).delete(remove))
 }
 
-pub(crate) fn user_json(user: &User) -> Value {
+fn user_json(user: &User) -> Value {
     json!({
         "id": user.id,
         "createdAt": format_rfc3339(user.created_at),
         "updatedAt": format_rfc3339(user.updated_at),
         "deletedAt": null,
     })
-}
-
-/// The query string as a map (a later repeat of a name wins); unparsable → 400.
-pub(crate) fn query_map(raw: Option<String>) -> Result<HashMap<String, String>, PushError> {
-    let raw = raw.unwrap_or_default();
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&raw)
-        .map(|pairs| pairs.into_iter().collect())
-        .map_err(|error| PushError::invalid("query", format!("malformed query string: {error}")))
-}
-
-/// A path parameter; one that does not decode (bad percent-encoding) names nothing, so → 404.
-pub(crate) fn path_param<T>(path: Result<Path<T>, PathRejection>) -> Result<T, PushError> {
-    path.map(|Path(value)| value)
-        .map_err(|rejection| PushError::not_found(rejection.body_text()))
-}
-
-/// A store error, with `NotFound` told as `message`.
-pub(crate) fn or_not_found(message: &'static str) -> impl Fn(StoreError) -> PushError {
-    move |error| match error {
-        StoreError::NotFound => PushError::not_found(message),
-        other => other.into(),
-    }
 }
 
 const USER_NOT_FOUND: &str = "user not found";
@@ -85,7 +61,7 @@ async fn fetch(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<axum::Json<Value>, PushError> {
-    let user_id = path_param(path)?;
+    let user_id = path_param(path, USER_NOT_FOUND)?;
     let user = state
         .store
         .get_user(&caller.account_sid, user_id_of(&user_id)?)
@@ -99,7 +75,7 @@ async fn remove(
     caller: Caller,
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, PushError> {
-    let user_id = path_param(path)?;
+    let user_id = path_param(path, USER_NOT_FOUND)?;
     state
         .store
         .delete_user(&caller.account_sid, user_id_of(&user_id)?)
