@@ -1551,7 +1551,17 @@ async fn sends_operations_and_notifications_match_the_document() {
     )
     .await;
 
+    // A silent push (no title or body), and a scheduled one from the account's default app.
+    let silent = json!({
+        "to": [{"token": "fcm-token-2", "provider": "FCM"}],
+        "silent": true,
+        "content": {"data": {"sync": "1"}},
+        "collapseKey": "sync",
+        "priority": "LOW",
+    });
+    api.call("post", V1, &[], Some(&silent), 202).await;
     let scheduled = json!({
+        "from": {},
         "to": [{"token": "a1b2c3d4", "provider": "APN"}],
         "content": {"body": "later"},
         "schedule": {"sendAt": "2099-01-01T00:00:00Z"},
