@@ -341,223 +341,221 @@ impl SqlStore {
         }
         Ok(tx)
     }
+}
 
-    async fn register_in(
-        &self,
-        conn: &mut AnyConnection,
-        account_sid: &str,
-        request: &RegisterDevice<'_>,
-    ) -> Result<Registered> {
-        let app = request.app_name.as_str();
-        let provider = request.provider.as_str();
-        let token = request.token.as_str();
-        let hash = token_hash(token);
+async fn register_in(
+    conn: &mut AnyConnection,
+    account_sid: &str,
+    request: &RegisterDevice<'_>,
+) -> Result<Registered> {
+    let app = request.app_name.as_str();
+    let provider = request.provider.as_str();
+    let token = request.token.as_str();
+    let hash = token_hash(token);
 
-        let app_exists = sqlx::query("SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2")
+    let app_exists = sqlx::query("SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2")
+        .bind(account_sid)
+        .bind(app)
+        .fetch_optional(&mut *conn)
+        .await?
+        .is_some();
+    if !app_exists {
+        return Err(StoreError::invalid(
+            "appName",
+            format!("app {app:?} does not exist; an app is made by its first credential"),
+        ));
+    }
+    if let Some(user_id) = request.user_id {
+        let user_exists = sqlx::query("SELECT 1 FROM users WHERE account_sid = $1 AND id = $2")
             .bind(account_sid)
-            .bind(app)
+            .bind(user_id)
             .fetch_optional(&mut *conn)
             .await?
             .is_some();
-        if !app_exists {
+        if !user_exists {
             return Err(StoreError::invalid(
-                "appName",
-                format!("app {app:?} does not exist; an app is made by its first credential"),
+                "userId",
+                format!("user {user_id} does not exist"),
             ));
         }
-        if let Some(user_id) = request.user_id {
-            let user_exists = sqlx::query("SELECT 1 FROM users WHERE account_sid = $1 AND id = $2")
-                .bind(account_sid)
-                .bind(user_id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .is_some();
-            if !user_exists {
-                return Err(StoreError::invalid(
-                    "userId",
-                    format!("user {user_id} does not exist"),
-                ));
-            }
-        }
+    }
 
-        let existing = sqlx::query(
-            "SELECT d.registration_id, r.user_id, d.status \
-             FROM devices d JOIN device_registrations r ON r.id = d.registration_id \
-             WHERE d.account_sid = $1 AND d.app_name = $2 AND d.provider = $3 \
-               AND d.token_hash = $4 AND d.token = $5",
-        )
-        .bind(account_sid)
-        .bind(app)
-        .bind(provider)
-        .bind(&hash)
-        .bind(token)
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|row| -> Result<ExistingDevice> {
-            let status: String = row.try_get(2)?;
-            Ok(ExistingDevice {
-                registration_id: row.try_get(0)?,
-                user_id: row.try_get(1)?,
-                status: stored_status(&status)?,
-            })
+    let existing = sqlx::query(
+        "SELECT d.registration_id, r.user_id, d.status \
+         FROM devices d JOIN device_registrations r ON r.id = d.registration_id \
+         WHERE d.account_sid = $1 AND d.app_name = $2 AND d.provider = $3 \
+           AND d.token_hash = $4 AND d.token = $5",
+    )
+    .bind(account_sid)
+    .bind(app)
+    .bind(provider)
+    .bind(&hash)
+    .bind(token)
+    .fetch_optional(&mut *conn)
+    .await?
+    .map(|row| -> Result<ExistingDevice> {
+        let status: String = row.try_get(2)?;
+        Ok(ExistingDevice {
+            registration_id: row.try_get(0)?,
+            user_id: row.try_get(1)?,
+            status: stored_status(&status)?,
         })
-        .transpose()?;
-        let now = now_ms();
+    })
+    .transpose()?;
+    let now = now_ms();
 
-        // Already registered for this user (or for anyone, when no user is named): idempotent,
-        // except that a dead device comes back to life.
-        if let Some(device) = existing
-            .as_ref()
-            .filter(|d| request.user_id.is_none_or(|user| user == d.user_id))
-        {
-            let change = if device.status == DeviceStatus::Invalid {
-                sqlx::query(
-                    "UPDATE devices SET status = 'ACTIVE', invalidated_at = NULL, last_error = NULL \
-                     WHERE account_sid = $1 AND app_name = $2 AND provider = $3 AND token_hash = $4",
-                )
-                .bind(account_sid)
-                .bind(app)
-                .bind(provider)
-                .bind(&hash)
-                .execute(&mut *conn)
-                .await?;
-                touch_registration(conn, &device.registration_id, now).await?;
-                RegisterChange::Reactivated
-            } else {
-                RegisterChange::Unchanged
-            };
-            return Ok(Registered {
-                registration_id: device.registration_id.clone(),
-                user_id: device.user_id.clone(),
-                change,
-            });
-        }
-
-        // The registration the device goes to.
-        let (user_id, registration_id, mut change) = match request.user_id {
-            None => {
-                let user_id = ids::new_type_id(ids::USER);
-                sqlx::query(
-                    "INSERT INTO users (id, account_sid, created_at, updated_at) \
-                     VALUES ($1, $2, $3, $3)",
-                )
-                .bind(&user_id)
-                .bind(account_sid)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-                let registration_id =
-                    insert_registration(conn, account_sid, app, &user_id, now).await?;
-                (user_id, registration_id, RegisterChange::NewUser)
-            }
-            Some(user_id) => {
-                let found = sqlx::query(
-                    "SELECT id FROM device_registrations \
-                     WHERE account_sid = $1 AND user_id = $2 AND app_name = $3",
-                )
-                .bind(account_sid)
-                .bind(user_id)
-                .bind(app)
-                .fetch_optional(&mut *conn)
-                .await?;
-                let registration_id = match found {
-                    Some(row) => {
-                        let id: String = row.try_get(0)?;
-                        touch_registration(conn, &id, now).await?;
-                        id
-                    }
-                    None => insert_registration(conn, account_sid, app, user_id, now).await?,
-                };
-                (user_id.to_owned(), registration_id, RegisterChange::Added)
-            }
+    // Already registered for this user (or for anyone, when no user is named): idempotent,
+    // except that a dead device comes back to life.
+    if let Some(device) = existing
+        .as_ref()
+        .filter(|d| request.user_id.is_none_or(|user| user == d.user_id))
+    {
+        let change = if device.status == DeviceStatus::Invalid {
+            sqlx::query(
+                "UPDATE devices SET status = 'ACTIVE', invalidated_at = NULL, last_error = NULL \
+                 WHERE account_sid = $1 AND app_name = $2 AND provider = $3 AND token_hash = $4",
+            )
+            .bind(account_sid)
+            .bind(app)
+            .bind(provider)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await?;
+            touch_registration(conn, &device.registration_id, now).await?;
+            RegisterChange::Reactivated
+        } else {
+            RegisterChange::Unchanged
         };
-
-        match existing {
-            Some(previous) => {
-                // Another user's device: it moves, as a device new to this registration.
-                sqlx::query(
-                    "UPDATE devices SET registration_id = $1, status = 'ACTIVE', \
-                            invalidated_at = NULL, last_error = NULL, created_at = $2 \
-                     WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6",
-                )
-                .bind(&registration_id)
-                .bind(now)
-                .bind(account_sid)
-                .bind(app)
-                .bind(provider)
-                .bind(&hash)
-                .execute(&mut *conn)
-                .await?;
-                let deleted = settle_registration(conn, &previous.registration_id, now).await?;
-                change = RegisterChange::Moved {
-                    from_registration: previous.registration_id,
-                    from_registration_deleted: deleted,
-                };
-            }
-            None => {
-                sqlx::query(
-                    "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
-                                          registration_id, status, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
-                )
-                .bind(account_sid)
-                .bind(app)
-                .bind(provider)
-                .bind(&hash)
-                .bind(token)
-                .bind(&registration_id)
-                .bind(now)
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
-        Ok(Registered {
-            registration_id,
-            user_id,
+        return Ok(Registered {
+            registration_id: device.registration_id.clone(),
+            user_id: device.user_id.clone(),
             change,
-        })
+        });
     }
 
-    async fn mark_invalid_in(
-        &self,
-        conn: &mut AnyConnection,
-        device: &DeadDevice,
-        now: i64,
-    ) -> Result<Option<InvalidatedDevice>> {
-        let row = sqlx::query(
-            "UPDATE devices SET status = 'INVALID', invalidated_at = $1, last_error = $2 \
-             WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6 \
-               AND token = $7 AND status = 'ACTIVE' \
-             RETURNING registration_id",
-        )
-        .bind(now)
-        .bind(device.error.to_string())
-        .bind(&device.account_sid)
-        .bind(device.app_name.as_str())
-        .bind(device.provider.as_str())
-        .bind(token_hash(&device.token))
-        .bind(&device.token)
-        .fetch_optional(&mut *conn)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let registration_id: String = row.try_get(0)?;
-        let user_id: String = sqlx::query(
-            "UPDATE device_registrations SET updated_at = $1 WHERE id = $2 RETURNING user_id",
-        )
-        .bind(now)
-        .bind(&registration_id)
-        .fetch_one(&mut *conn)
-        .await?
-        .try_get(0)?;
-        Ok(Some(InvalidatedDevice {
-            account_sid: device.account_sid.clone(),
-            app_name: device.app_name.as_str().to_owned(),
-            registration_id,
-            user_id,
-            provider: device.provider,
-            token: device.token.clone(),
-        }))
+    // The registration the device goes to.
+    let (user_id, registration_id, mut change) = match request.user_id {
+        None => {
+            let user_id = ids::new_type_id(ids::USER);
+            sqlx::query(
+                "INSERT INTO users (id, account_sid, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $3)",
+            )
+            .bind(&user_id)
+            .bind(account_sid)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+            let registration_id =
+                insert_registration(conn, account_sid, app, &user_id, now).await?;
+            (user_id, registration_id, RegisterChange::NewUser)
+        }
+        Some(user_id) => {
+            let found = sqlx::query(
+                "SELECT id FROM device_registrations \
+                 WHERE account_sid = $1 AND user_id = $2 AND app_name = $3",
+            )
+            .bind(account_sid)
+            .bind(user_id)
+            .bind(app)
+            .fetch_optional(&mut *conn)
+            .await?;
+            let registration_id = match found {
+                Some(row) => {
+                    let id: String = row.try_get(0)?;
+                    touch_registration(conn, &id, now).await?;
+                    id
+                }
+                None => insert_registration(conn, account_sid, app, user_id, now).await?,
+            };
+            (user_id.to_owned(), registration_id, RegisterChange::Added)
+        }
+    };
+
+    match existing {
+        Some(previous) => {
+            // Another user's device: it moves, as a device new to this registration.
+            sqlx::query(
+                "UPDATE devices SET registration_id = $1, status = 'ACTIVE', \
+                        invalidated_at = NULL, last_error = NULL, created_at = $2 \
+                 WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6",
+            )
+            .bind(&registration_id)
+            .bind(now)
+            .bind(account_sid)
+            .bind(app)
+            .bind(provider)
+            .bind(&hash)
+            .execute(&mut *conn)
+            .await?;
+            let deleted = settle_registration(conn, &previous.registration_id, now).await?;
+            change = RegisterChange::Moved {
+                from_registration: previous.registration_id,
+                from_registration_deleted: deleted,
+            };
+        }
+        None => {
+            sqlx::query(
+                "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
+                                      registration_id, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
+            )
+            .bind(account_sid)
+            .bind(app)
+            .bind(provider)
+            .bind(&hash)
+            .bind(token)
+            .bind(&registration_id)
+            .bind(now)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
+    Ok(Registered {
+        registration_id,
+        user_id,
+        change,
+    })
+}
+
+async fn mark_invalid_in(
+    conn: &mut AnyConnection,
+    device: &DeadDevice,
+    now: i64,
+) -> Result<Option<InvalidatedDevice>> {
+    let row = sqlx::query(
+        "UPDATE devices SET status = 'INVALID', invalidated_at = $1, last_error = $2 \
+         WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6 \
+           AND token = $7 AND status = 'ACTIVE' \
+         RETURNING registration_id",
+    )
+    .bind(now)
+    .bind(device.error.to_string())
+    .bind(&device.account_sid)
+    .bind(device.app_name.as_str())
+    .bind(device.provider.as_str())
+    .bind(token_hash(&device.token))
+    .bind(&device.token)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let registration_id: String = row.try_get(0)?;
+    let user_id: String = sqlx::query(
+        "UPDATE device_registrations SET updated_at = $1 WHERE id = $2 RETURNING user_id",
+    )
+    .bind(now)
+    .bind(&registration_id)
+    .fetch_one(&mut *conn)
+    .await?
+    .try_get(0)?;
+    Ok(Some(InvalidatedDevice {
+        account_sid: device.account_sid.clone(),
+        app_name: device.app_name.as_str().to_owned(),
+        registration_id,
+        user_id,
+        provider: device.provider,
+        token: device.token.clone(),
+    }))
 }
 
 async fn insert_registration(
@@ -616,7 +614,7 @@ impl DeviceStore for SqlStore {
         request: &RegisterDevice<'_>,
     ) -> Result<Registered> {
         write_tx!(self, |tx| {
-            self.register_in(&mut tx, account_sid, request).await?
+            register_in(&mut tx, account_sid, request).await?
         })
     }
 
@@ -813,7 +811,7 @@ impl DeviceStore for SqlStore {
             let now = now_ms();
             let mut invalidated = Vec::new();
             for device in &ordered {
-                if let Some(done) = self.mark_invalid_in(&mut tx, device, now).await? {
+                if let Some(done) = mark_invalid_in(&mut tx, device, now).await? {
                     invalidated.push(done);
                 }
             }
