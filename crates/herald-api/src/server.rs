@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -31,20 +32,19 @@ pub fn tls_config(cert_file: &Path, key_file: &Path) -> anyhow::Result<ServerCon
     Ok(config)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, then lets requests in flight finish.
+/// How long requests in flight get to finish after shutdown is asked for. Idle keep-alive and
+/// HTTP/2 connections whose clients never close them must not hold the process open.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves `app` on `listener` (HTTP/1.1 and HTTP/2; over TLS when `tls` is given) until
+/// `shutdown` completes, then lets requests in flight finish for up to [`DRAIN_TIMEOUT`].
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     tls: Option<ServerConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Some(tls) = tls else {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await?;
-        return Ok(());
-    };
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    let acceptor = tls.map(|config| TlsAcceptor::from(Arc::new(config)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -58,24 +58,40 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let _ = stream.set_nodelay(true);
         let acceptor = acceptor.clone();
         let service = TowerToHyperService::new(app.clone());
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let stream = match acceptor.accept(stream).await {
-                Ok(stream) => stream,
-                Err(error) => {
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let result = match acceptor {
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(stream) => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection.into_owned()).await
+                    }
+                    Err(error) => {
+                        tracing::debug!(%error, %peer, "TLS handshake failed");
+                        return;
+                    }
+                },
+                None => {
+                    let connection =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    watcher.watch(connection.into_owned()).await
                 }
             };
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection.into_owned()).await {
+            if let Err(error) = result {
                 tracing::debug!(%error, %peer, "connection ended with an error");
             }
         });
     }
-    graceful.shutdown().await;
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open after the drain timeout; closing them");
+    }
     Ok(())
 }

@@ -253,6 +253,7 @@ async fn config_file_and_tls() {
         .send()
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
+    drop(client);
     assert!(server.terminate().success());
 }
 
