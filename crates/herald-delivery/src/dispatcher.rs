@@ -11,10 +11,11 @@ use futures::future::join_all;
 use herald_core::time::now_ms;
 use herald_core::{AppName, ids};
 use herald_providers::Outcome;
+use herald_store::NewEvent;
 use herald_store::delivery::{
     Claim, ClaimedNotification, NotificationError, OutcomeKind, OutcomeWrite,
 };
-use herald_store::devices::DeadDevice;
+use herald_store::devices::{DeadDevice, InvalidatedDevice};
 use tokio::sync::watch;
 
 use crate::credentials::{Client, CredentialState, Loaded};
@@ -211,7 +212,8 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
     if !dead.is_empty() {
         match shared.store.mark_devices_invalid(&dead).await {
             Ok(invalidated) => {
-                tracing::info!(count = invalidated.len(), "devices marked INVALID")
+                tracing::info!(count = invalidated.len(), "devices marked INVALID");
+                record_invalidated(shared, &invalidated).await;
             }
             Err(error) => tracing::warn!(%error, "marking dead devices INVALID failed"),
         }
@@ -275,6 +277,44 @@ async fn record(
                 tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
             }
             Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Records a `com.herald.device.invalidated` event for each device that has just become
+/// INVALID. Its own transaction, right after the marking's (which belongs to the device store):
+/// a crash or a store failure between the two loses these events (the device is INVALID
+/// already, so no later send reports it again) — see `docs/events.md`.
+async fn record_invalidated(shared: &Shared, invalidated: &[InvalidatedDevice]) {
+    if invalidated.is_empty() {
+        return;
+    }
+    let events: Vec<NewEvent> = invalidated
+        .iter()
+        .map(|d| {
+            NewEvent::device_invalidated(
+                d.account_sid.as_str(),
+                &d.registration_id,
+                &d.user_id,
+                &d.app_name,
+                d.provider.as_str(),
+                &d.token,
+            )
+        })
+        .collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match shared.store.record_events(&events).await {
+            Ok(_) => return,
+            Err(error) if attempt < 5 => {
+                tracing::warn!(%error, attempt, "recording device.invalidated events failed; trying again");
+                tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, count = events.len(), "device.invalidated events lost: recording them failed");
+                return;
+            }
         }
     }
 }

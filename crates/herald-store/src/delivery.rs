@@ -13,7 +13,11 @@
 //!   cannot overwrite the new owner's result. A row whose lease expires is due again by itself;
 //! - the operation's stats are counters updated in the same transaction as every status change,
 //!   so they always add up; the operation is `COMPLETED` (or `CANCELED` after a cancel) in the
-//!   transaction that leaves it with nothing to plan, schedule or send.
+//!   transaction that leaves it with nothing to plan, schedule or send;
+//! - lifecycle events (`operation.scheduled` / `processing` / `completed`,
+//!   `push-notification.failed`) are written to the events outbox ([`crate::insert_events`]) in
+//!   the same transaction as the change they report, so an event exists if and only if the change
+//!   committed (see `docs/events.md`).
 
 use std::collections::BTreeMap;
 
@@ -25,7 +29,11 @@ use serde_json::Value;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
-use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
+use crate::events::{NewEvent, types};
+use crate::{
+    Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, insert_events,
+    keyset_condition,
+};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -210,6 +218,22 @@ pub struct NotificationError {
     pub message: String,
     pub provider_status: Option<u16>,
     pub provider_reason: Option<String>,
+}
+
+impl OperationStats {
+    /// The stats object as the API (and the operation events) show it.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "total": self.total,
+            "recipients": self.recipients,
+            "unaddressable": self.unaddressable,
+            "scheduled": self.scheduled,
+            "queued": self.queued,
+            "sent": self.sent,
+            "failed": self.failed,
+            "canceled": self.canceled,
+        })
+    }
 }
 
 impl NotificationError {
@@ -455,14 +479,22 @@ impl StatDeltas {
         }
     }
 
-    /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING.
-    async fn apply(&self, conn: &mut AnyConnection, now: i64) -> Result<()> {
+    /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING
+    /// (an `operation.processing` event in `events`).
+    async fn apply(
+        &self,
+        conn: &mut AnyConnection,
+        now: i64,
+        events: &mut PendingEvents,
+    ) -> Result<()> {
         for (id, d) in &self.0 {
+            if d[QUEUED] > 0 {
+                start_processing(conn, id, events).await?;
+            }
             sqlx::query(
                 "UPDATE operations SET scheduled = scheduled + $2, queued = queued + $3, \
                  sent = sent + $4, failed = failed + $5, canceled = canceled + $6, \
-                 status = CASE WHEN $3 > 0 AND status = 'SCHEDULED' THEN 'PROCESSING' \
-                 ELSE status END, updated_at = $7 WHERE id = $1",
+                 updated_at = $7 WHERE id = $1",
             )
             .bind(id.as_str())
             .bind(d[SCHEDULED])
@@ -482,14 +514,36 @@ impl StatDeltas {
     }
 }
 
-/// Marks finished the operations among `ids` with nothing left to plan, schedule or send;
-/// returns them.
+/// Moves an operation SCHEDULED → PROCESSING (its first QUEUED row), with an
+/// `operation.processing` event. A separate statement, so that exactly one transaction sees the
+/// change (the row lock makes a concurrent one re-check `status` after this one commits).
+async fn start_processing(
+    conn: &mut AnyConnection,
+    id: &str,
+    events: &mut PendingEvents,
+) -> Result<()> {
+    let moved = sqlx::query(
+        "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 AND status = 'SCHEDULED'",
+    )
+    .bind(id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if moved > 0 {
+        events.operation(id, types::OPERATION_PROCESSING);
+    }
+    Ok(())
+}
+
+/// Marks finished the operations among `ids` with nothing left to plan, schedule or send
+/// (an `operation.completed` event each, with status `COMPLETED` or `CANCELED`); returns them.
 async fn complete_finished(
     conn: &mut AnyConnection,
     ids: &[String],
     now: i64,
+    events: &mut PendingEvents,
 ) -> Result<Vec<String>> {
-    let mut done = Vec::new();
+    let mut done: Vec<String> = Vec::new();
     for chunk in ids.chunks(IN_CHUNK) {
         let sql = format!(
             "UPDATE operations SET status = CASE WHEN cancel_requested = 1 THEN 'CANCELED' \
@@ -506,20 +560,89 @@ async fn complete_finished(
             done.push(row.try_get(0)?);
         }
     }
-    if !done.is_empty() {
-        record_events(conn, &done).await?;
+    for id in &done {
+        events.operation(id, types::OPERATION_COMPLETED);
     }
     Ok(done)
 }
 
-/// The call site for lifecycle events (`operation.completed`, ...): the events outbox is written
-/// here, inside the transaction that made the change, once `events.rs` offers its insert. Today
-/// it only logs.
-async fn record_events(_conn: &mut AnyConnection, completed_operations: &[String]) -> Result<()> {
-    for id in completed_operations {
-        tracing::debug!(operation = %id, "operation finished");
+/// The lifecycle events of one transaction, gathered while it runs and written by
+/// [`PendingEvents::insert`] just before its commit (one [`insert_events`] per transaction).
+#[derive(Debug, Default)]
+struct PendingEvents {
+    /// `(operation id, event type)`: the `data` (status and stats) is read when inserting, so
+    /// it shows the operation as the transaction leaves it.
+    operations: Vec<(String, &'static str)>,
+    others: Vec<NewEvent>,
+}
+
+impl PendingEvents {
+    fn operation(&mut self, id: &str, event_type: &'static str) {
+        self.operations.push((id.to_owned(), event_type));
     }
-    Ok(())
+
+    fn notification_failed(
+        &mut self,
+        account_sid: String,
+        notification_id: &str,
+        operation_id: &str,
+        error: Value,
+    ) {
+        self.others.push(NewEvent::push_notification_failed(
+            account_sid,
+            notification_id,
+            operation_id,
+            error,
+        ));
+    }
+
+    /// Writes the events on `conn` (inside the caller's transaction). Accounts without a
+    /// subscription get nothing ([`insert_events`] skips them).
+    async fn insert(self, conn: &mut AnyConnection) -> Result<()> {
+        if self.operations.is_empty() && self.others.is_empty() {
+            return Ok(());
+        }
+        let mut events = Vec::with_capacity(self.operations.len() + self.others.len());
+        if !self.operations.is_empty() {
+            let ids: Vec<&str> = self
+                .operations
+                .iter()
+                .map(|(id, _)| id.as_str())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let mut current: BTreeMap<String, (String, OperationRecord)> = BTreeMap::new();
+            for chunk in ids.chunks(IN_CHUNK) {
+                let sql = format!(
+                    "SELECT {OPERATION_COLUMNS}, account_sid FROM operations WHERE id IN ({})",
+                    placeholders(1, chunk.len())
+                );
+                let mut query = sqlx::query(&sql);
+                for id in chunk {
+                    query = query.bind(*id);
+                }
+                for row in query.fetch_all(&mut *conn).await? {
+                    let record = operation_from_row(&row)?;
+                    let account: String = row.try_get(12)?;
+                    current.insert(record.id.clone(), (account, record));
+                }
+            }
+            for (id, event_type) in &self.operations {
+                if let Some((account, record)) = current.get(id) {
+                    events.push(NewEvent::operation(
+                        account.as_str(),
+                        event_type,
+                        id,
+                        &record.status,
+                        record.stats.to_json(),
+                    ));
+                }
+            }
+        }
+        events.extend(self.others);
+        insert_events(conn, &events).await?;
+        Ok(())
+    }
 }
 
 impl SqlStore {
@@ -576,22 +699,22 @@ impl SqlStore {
         Ok(())
     }
 
-    /// Runs the RETURNING-operation_id `sql` (with `binds` bound first) and counts the rows per
-    /// operation into `deltas` (`-1` on `from`, `+1` on `to`).
+    /// Runs `query` (its RETURNING starts with `operation_id`) and counts the rows per
+    /// operation into `deltas` (`-1` on `from`, `+1` on `to`); returns the rows.
     async fn count_moved<'q>(
         conn: &mut AnyConnection,
         query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
         deltas: &mut StatDeltas,
         from: usize,
         to: usize,
-    ) -> Result<u64> {
+    ) -> Result<Vec<AnyRow>> {
         let rows = query.fetch_all(&mut *conn).await?;
         for row in &rows {
             let op: String = row.try_get(0)?;
             deltas.add(&op, from, -1);
             deltas.add(&op, to, 1);
         }
-        Ok(rows.len() as u64)
+        Ok(rows)
     }
 }
 
@@ -657,6 +780,11 @@ impl DeliveryStore for SqlStore {
             }
         }
         self.insert_operation(&mut tx, &id, &new, now).await?;
+        if new.request.send_at_ms.is_some_and(|at| at > now) {
+            let mut events = PendingEvents::default();
+            events.operation(&id, types::OPERATION_SCHEDULED);
+            events.insert(&mut tx).await?;
+        }
         tx.commit().await?;
         Ok(CreatedOperation {
             id,
@@ -779,8 +907,10 @@ impl DeliveryStore for SqlStore {
         deltas.add(id, SCHEDULED, -scheduled);
         deltas.add(id, QUEUED, -queued);
         deltas.add(id, CANCELED, scheduled + queued);
-        deltas.apply(&mut tx, now).await?;
-        complete_finished(&mut tx, &[id.to_owned()], now).await?;
+        let mut events = PendingEvents::default();
+        deltas.apply(&mut tx, now, &mut events).await?;
+        complete_finished(&mut tx, &[id.to_owned()], now, &mut events).await?;
+        events.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -930,9 +1060,7 @@ impl DeliveryStore for SqlStore {
         let owned = sqlx::query(
             "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
              unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
-             queued = queued + $9, \
-             status = CASE WHEN $9 > 0 AND status = 'SCHEDULED' THEN 'PROCESSING' ELSE status END, \
-             updated_at = $10 \
+             queued = queued + $9, updated_at = $10 \
              WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0",
         )
         .bind(batch.operation_id.as_str())
@@ -951,6 +1079,10 @@ impl DeliveryStore for SqlStore {
         if owned == 0 {
             tx.rollback().await?;
             return Ok(false);
+        }
+        let mut events = PendingEvents::default();
+        if queued > 0 {
+            start_processing(&mut tx, &batch.operation_id, &mut events).await?;
         }
         let account_sid: String =
             sqlx::query_scalar("SELECT account_sid FROM operations WHERE id = $1")
@@ -1011,8 +1143,15 @@ impl DeliveryStore for SqlStore {
             query.execute(&mut *tx).await?;
         }
         if batch.done {
-            complete_finished(&mut tx, std::slice::from_ref(&batch.operation_id), now).await?;
+            complete_finished(
+                &mut tx,
+                std::slice::from_ref(&batch.operation_id),
+                now,
+                &mut events,
+            )
+            .await?;
         }
+        events.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1035,12 +1174,15 @@ impl DeliveryStore for SqlStore {
             SCHEDULED,
             QUEUED,
         )
-        .await?;
+        .await?
+        .len() as u64;
         if moved == 0 {
             tx.rollback().await?;
             return Ok(0);
         }
-        deltas.apply(&mut tx, now).await?;
+        let mut events = PendingEvents::default();
+        deltas.apply(&mut tx, now, &mut events).await?;
+        events.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(moved)
     }
@@ -1098,6 +1240,7 @@ impl DeliveryStore for SqlStore {
         let now = now_ms();
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
+        let mut events = PendingEvents::default();
         let mut tx = self.writer().begin().await?;
         let sent: Vec<&str> = outcomes
             .iter()
@@ -1116,7 +1259,9 @@ impl DeliveryStore for SqlStore {
             for id in chunk {
                 query = query.bind(*id);
             }
-            let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, SENT).await?;
+            let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, SENT)
+                .await?
+                .len() as u64;
             summary.sent += moved;
             summary.stale += chunk.len() as u64 - moved;
         }
@@ -1143,25 +1288,39 @@ impl DeliveryStore for SqlStore {
                     }
                 }
                 OutcomeKind::Failed(error) => {
+                    let error = error.to_json();
                     let query = sqlx::query(
                         "UPDATE notifications SET status = 'FAILED', claim_token = NULL, \
                          error = $3, updated_at = $4 \
                          WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED' \
-                         RETURNING operation_id",
+                         RETURNING operation_id, account_sid",
                     )
                     .bind(outcome.id.as_str())
                     .bind(claim_token)
-                    .bind(error.to_json().to_string())
+                    .bind(error.to_string())
                     .bind(now);
                     let moved =
                         Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
-                    summary.failed += moved;
-                    summary.stale += 1 - moved;
+                    match moved.first() {
+                        Some(row) => {
+                            summary.failed += 1;
+                            let operation_id: String = row.try_get(0)?;
+                            events.notification_failed(
+                                row.try_get(1)?,
+                                &outcome.id,
+                                &operation_id,
+                                error,
+                            );
+                        }
+                        None => summary.stale += 1,
+                    }
                 }
             }
         }
-        deltas.apply(&mut tx, now).await?;
-        summary.completed_operations = complete_finished(&mut tx, &deltas.ids(), now).await?;
+        deltas.apply(&mut tx, now, &mut events).await?;
+        summary.completed_operations =
+            complete_finished(&mut tx, &deltas.ids(), now, &mut events).await?;
+        events.insert(&mut tx).await?;
         tx.commit().await?;
         Ok(summary)
     }
@@ -1171,7 +1330,8 @@ impl DeliveryStore for SqlStore {
         credential_id: &str,
         error: &NotificationError,
     ) -> Result<u64> {
-        let error = error.to_json().to_string();
+        let error_json = error.to_json();
+        let error = error_json.to_string();
         let mut total = 0;
         loop {
             let now = now_ms();
@@ -1182,10 +1342,11 @@ impl DeliveryStore for SqlStore {
                 "SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
                  AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000",
                 "status = 'QUEUED'",
-                "operation_id",
+                "operation_id, id, account_sid",
             );
             let mut deltas = StatDeltas::default();
-            let moved = Self::count_moved(
+            let mut events = PendingEvents::default();
+            let rows = Self::count_moved(
                 &mut tx,
                 sqlx::query(&sql)
                     .bind(error.as_str())
@@ -1196,8 +1357,15 @@ impl DeliveryStore for SqlStore {
                 FAILED,
             )
             .await?;
-            deltas.apply(&mut tx, now).await?;
-            complete_finished(&mut tx, &deltas.ids(), now).await?;
+            for row in &rows {
+                let operation_id: String = row.try_get(0)?;
+                let id: String = row.try_get(1)?;
+                events.notification_failed(row.try_get(2)?, &id, &operation_id, error_json.clone());
+            }
+            let moved = rows.len() as u64;
+            deltas.apply(&mut tx, now, &mut events).await?;
+            complete_finished(&mut tx, &deltas.ids(), now, &mut events).await?;
+            events.insert(&mut tx).await?;
             tx.commit().await?;
             total += moved;
             if moved < 1000 {

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use herald_api::ApiConfig;
 use herald_api::rate_limit::RateLimit;
+use herald_delivery::events::EventSenderConfig;
 use herald_delivery::{EngineConfig, RetryPolicy};
 use herald_store::{MasterKey, SqlStore, StoreLimits};
 use serde::Deserialize;
@@ -87,6 +88,28 @@ pub struct ServeArgs {
     /// Days finished operations are kept before they are pruned.
     #[arg(long, env = "HERALD_RETENTION_DAYS")]
     pub retention_days: Option<f64>,
+    /// Event webhook deliveries in flight at once (over all receivers).
+    #[arg(long, env = "HERALD_EVENT_CONCURRENCY")]
+    pub event_concurrency: Option<usize>,
+    /// Timeout of one event delivery, connect to the answer's head (ms).
+    #[arg(long, env = "HERALD_EVENT_REQUEST_TIMEOUT_MS")]
+    pub event_request_timeout_ms: Option<u64>,
+    /// How long a node holds claimed events before another may take them over (ms); more than
+    /// the request timeout.
+    #[arg(long, env = "HERALD_EVENT_LEASE_MS")]
+    pub event_lease_ms: Option<u64>,
+    /// The first event retry's delay (ms, before jitter); it doubles per attempt.
+    #[arg(long, env = "HERALD_EVENT_RETRY_BASE_MS")]
+    pub event_retry_base_ms: Option<u64>,
+    /// Cap of the event retry delay (ms).
+    #[arg(long, env = "HERALD_EVENT_RETRY_CAP_MS")]
+    pub event_retry_cap_ms: Option<u64>,
+    /// How long after it was recorded an event is still tried (ms); then it is dropped.
+    #[arg(long, env = "HERALD_EVENT_MAX_AGE_MS")]
+    pub event_max_age_ms: Option<u64>,
+    /// How often the event sender looks for new events (ms).
+    #[arg(long, env = "HERALD_EVENT_POLL_MS")]
+    pub event_poll_ms: Option<u64>,
 }
 
 /// The optional TOML file.
@@ -113,6 +136,13 @@ struct FileConfig {
     retry_max_delay_ms: Option<u64>,
     retry_max_attempts: Option<i64>,
     retention_days: Option<f64>,
+    event_concurrency: Option<usize>,
+    event_request_timeout_ms: Option<u64>,
+    event_lease_ms: Option<u64>,
+    event_retry_base_ms: Option<u64>,
+    event_retry_cap_ms: Option<u64>,
+    event_max_age_ms: Option<u64>,
+    event_poll_ms: Option<u64>,
 }
 
 /// Everything resolved.
@@ -127,6 +157,7 @@ pub struct Settings {
     pub body_limit_bytes: usize,
     pub limits: StoreLimits,
     pub engine: EngineConfig,
+    pub events: EventSenderConfig,
 }
 
 impl Settings {
@@ -229,6 +260,64 @@ impl Settings {
             );
             engine
         };
+        let events = {
+            let d = EventSenderConfig::default();
+            let ms =
+                |v: Option<u64>, default: Duration| v.map(Duration::from_millis).unwrap_or(default);
+            let events = EventSenderConfig {
+                concurrency: serve
+                    .event_concurrency
+                    .or(file.event_concurrency)
+                    .unwrap_or(d.concurrency),
+                request_timeout: ms(
+                    serve
+                        .event_request_timeout_ms
+                        .or(file.event_request_timeout_ms),
+                    d.request_timeout,
+                ),
+                lease: ms(serve.event_lease_ms.or(file.event_lease_ms), d.lease),
+                retry_base: ms(
+                    serve.event_retry_base_ms.or(file.event_retry_base_ms),
+                    d.retry_base,
+                ),
+                retry_cap: ms(
+                    serve.event_retry_cap_ms.or(file.event_retry_cap_ms),
+                    d.retry_cap,
+                ),
+                max_age: ms(serve.event_max_age_ms.or(file.event_max_age_ms), d.max_age),
+                poll_interval: ms(serve.event_poll_ms.or(file.event_poll_ms), d.poll_interval),
+                ..d
+            };
+            anyhow::ensure!(
+                events.concurrency >= 1,
+                "event_concurrency must be at least 1"
+            );
+            anyhow::ensure!(
+                events.request_timeout >= Duration::from_millis(1),
+                "event_request_timeout_ms must be at least 1"
+            );
+            anyhow::ensure!(
+                events.lease > events.request_timeout,
+                "event_lease_ms must be more than event_request_timeout_ms"
+            );
+            anyhow::ensure!(
+                events.retry_base >= Duration::from_millis(1),
+                "event_retry_base_ms must be at least 1"
+            );
+            anyhow::ensure!(
+                events.retry_cap >= events.retry_base,
+                "event_retry_cap_ms must be at least event_retry_base_ms"
+            );
+            anyhow::ensure!(
+                events.max_age >= Duration::from_millis(1),
+                "event_max_age_ms must be at least 1"
+            );
+            anyhow::ensure!(
+                events.poll_interval >= Duration::from_millis(1),
+                "event_poll_ms must be at least 1"
+            );
+            events
+        };
         let defaults = RateLimit::default();
         let store_defaults = StoreLimits::default();
         Ok(Self {
@@ -263,6 +352,7 @@ impl Settings {
                     .unwrap_or(store_defaults.max_credentials_per_app),
             },
             engine,
+            events,
             data_dir,
             database_url,
         })

@@ -61,13 +61,29 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         settings.engine.clone(),
         state.wake_delivery.clone(),
     );
+    // The webhook sender: its own task and HTTP client. It finds the events the engine records
+    // within `event_poll_ms` (no wake-up: the engine cannot tell whether an account subscribes).
+    let (stop_events, events_stopped) = tokio::sync::oneshot::channel::<()>();
+    let events = herald_delivery::events::EventSender::new(
+        store.clone() as Arc<dyn herald_store::Store>,
+        settings.events.clone(),
+    )
+    .context("event sender")?
+    .spawn(async move {
+        let _ = events_stopped.await;
+    });
     let served =
         herald_api::server::serve(listener, herald_api::router(state), tls, shutdown_signal())
             .await;
     tracing::info!("shutting down");
     // Batches in flight are written before the store closes; anything not finished is picked
-    // up after a restart (or by another node) when its lease expires.
-    engine.shutdown().await;
+    // up after a restart (or by another node) when its lease expires. The event sender stops
+    // claiming and records the deliveries in flight; waiting events stay in the outbox.
+    let _ = stop_events.send(());
+    let (_, events_done) = tokio::join!(engine.shutdown(), events);
+    if let Err(error) = events_done {
+        tracing::error!(%error, "event sender task failed");
+    }
     served?;
     store.close().await;
     Ok(())
