@@ -144,6 +144,11 @@ pub(crate) async fn handle(
                 .clone()
                 .unwrap_or_else(|| default_reason(status).to_owned());
             record(status, Some(&reason));
+            if reason == "ExpiredProviderToken" {
+                // Apple now holds this connection's token as expired, so the next token the
+                // client mints is a replacement, not a "too many updates".
+                *lock(&conn.apns_jwt) = None;
+            }
             return Ok(if (200..300).contains(&status) {
                 success(status, &apns_id)
             } else {
