@@ -207,8 +207,9 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         });
     }
 
-    record(shared, &claim.token, &writes).await?;
-
+    // Dead devices and credential errors are recorded before the outcomes: once an operation
+    // reads COMPLETED, what it found out about devices and credentials is already visible (and
+    // a crash in between only means the batch is sent again, to a device already INVALID).
     if !dead.is_empty() {
         match shared.store.mark_devices_invalid(&dead).await {
             Ok(invalidated) => {
@@ -218,6 +219,23 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
             Err(error) => tracing::warn!(%error, "marking dead devices INVALID failed"),
         }
     }
+    for (credential, failure) in &broken {
+        let code = failure
+            .error
+            .provider_reason
+            .clone()
+            .unwrap_or_else(|| failure.error.code.clone());
+        if let Err(error) = shared
+            .store
+            .set_credential_last_error(credential, failure.version, &code, &failure.error.message)
+            .await
+        {
+            tracing::warn!(%credential, %error, "recording the credential's lastError failed");
+        }
+    }
+
+    record(shared, &claim.token, &writes).await?;
+
     for (credential, failure) in broken {
         tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; failing its queued notifications");
         shared.credentials.mark_broken(
@@ -226,18 +244,6 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
             shared.config.credential_error_hold,
             failure.error.clone(),
         );
-        let code = failure
-            .error
-            .provider_reason
-            .clone()
-            .unwrap_or_else(|| failure.error.code.clone());
-        if let Err(error) = shared
-            .store
-            .set_credential_last_error(&credential, failure.version, &code, &failure.error.message)
-            .await
-        {
-            tracing::warn!(%credential, %error, "recording the credential's lastError failed");
-        }
         match shared
             .store
             .fail_queued_for_credential(&credential, &failure.error)
