@@ -7,7 +7,7 @@
 //! 2. every documented path + method reaches a real handler (not 405, not the router's fallback
 //!    404), under `/v1/` and `/preview/`, needs auth where the document says so, and answers only
 //!    documented statuses with bodies and headers as documented; methods a path does not list get
-//!    405;
+//!    405 (the router's 404 on `CATCH_ALL` paths);
 //! 3. real resources (credentials, apps, device registrations, users, sends, operations, push
 //!    notifications, the event subscription) fetched and listed over HTTP match the documented
 //!    schemas: every required property is there, and no undocumented property is.
@@ -43,6 +43,10 @@ const NOT_YET_SERVED: &[&str] = &[];
 const OPERATION_METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
+
+/// Paths that any one-segment path matches: a method they do not list is most likely a mistyped
+/// path (`POST /v1/PushNotifications/Credential`), so it gets the router's 404, not 405.
+const CATCH_ALL: &[&str] = &["/v1/PushNotifications/{pushNotificationId}"];
 
 /// The methods probed for 405 on paths that do not list them.
 const PROBED_METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
@@ -1137,6 +1141,17 @@ async fn every_documented_operation_reaches_a_real_handler() {
             }
             let answer = send(request).await;
             if listed && unserved(&server, template, &path, name, body.as_ref(), &answer).await {
+                continue;
+            }
+            if CATCH_ALL.contains(&template.as_str()) {
+                if !is_fallback_404(&answer) {
+                    problems.push(format!(
+                        "{} {path}: {} — a method this catch-all path does not list must get the router's 404 {}",
+                        name.to_ascii_uppercase(),
+                        answer.status,
+                        answer.body
+                    ));
+                }
                 continue;
             }
             if answer.status == 405 {

@@ -499,3 +499,285 @@ async fn another_accounts_records_are_404() {
         assert_ne!(op["status"], "CANCELED");
     }
 }
+
+// ----- every Push list endpoint's query parameters, through one shared check -----
+
+/// A Push list endpoint: its path and a query it needs (device registrations need `userId`), its
+/// list key, its filters (what an unknown-parameter answer lists as allowed), and whether it takes
+/// `startDate` / `endDate`.
+struct ListEndpoint {
+    path: String,
+    needs: String,
+    key: &'static str,
+    filters: &'static [&'static str],
+    dated: bool,
+}
+
+impl ListEndpoint {
+    fn url(&self, query: &str) -> String {
+        let joined = [self.needs.as_str(), query]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join("&");
+        format!("{}?{joined}", self.path)
+    }
+}
+
+/// Every Push list endpoint, each with at least one item in it.
+async fn list_endpoints(server: &TestServer) -> Vec<ListEndpoint> {
+    let f = fixture_operations(server).await;
+    let (status, answer) = call(server.post_json(
+        "/v1/PushNotifications/DeviceRegistrations",
+        &json!({"appName": "shop", "token": "listed-token", "provider": "APN"}),
+    ))
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let registration = answer["resourceId"].as_str().unwrap();
+    let (_, registration) = call(server.get(&format!(
+        "/v1/PushNotifications/DeviceRegistrations/{registration}"
+    )))
+    .await;
+    let user = registration["userId"].as_str().unwrap();
+    let endpoint = |path: &str, needs: String, key, filters, dated| ListEndpoint {
+        path: format!("/v1/PushNotifications{path}"),
+        needs,
+        key,
+        filters,
+        dated,
+    };
+    vec![
+        endpoint(
+            "/Credentials",
+            String::new(),
+            "credentials",
+            &[
+                "appName",
+                "credentialType",
+                "isDefault",
+                "startDate",
+                "endDate",
+            ],
+            true,
+        ),
+        endpoint(
+            "/Apps",
+            String::new(),
+            "apps",
+            &["isDefault", "startDate", "endDate"],
+            true,
+        ),
+        endpoint(
+            "/DeviceRegistrations",
+            format!("userId={user}"),
+            "deviceRegistrations",
+            &["userId", "appName"],
+            false,
+        ),
+        endpoint("/Users", String::new(), "users", &[], false),
+        endpoint(
+            "",
+            String::new(),
+            "notifications",
+            &[
+                "operationId",
+                "status",
+                "user",
+                "provider",
+                "tags",
+                "startDate",
+                "endDate",
+            ],
+            true,
+        ),
+        endpoint(
+            "/Operations",
+            String::new(),
+            "operations",
+            &["status", "startDate", "endDate"],
+            true,
+        ),
+        endpoint(
+            &format!("/Operations/{}/Errors", f.delivered),
+            String::new(),
+            "notifications",
+            &[],
+            false,
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn every_list_refuses_unknown_query_parameters() {
+    for server in TestServer::all().await {
+        for list in list_endpoints(&server).await {
+            let (status, answer) = call(server.get(&list.url("pageSize=5"))).await;
+            assert_eq!(status, 200, "{}: {answer}", list.path);
+            assert!(!answer[list.key].as_array().unwrap().is_empty(), "{answer}");
+
+            // A typo of a filter, and a parameter no list has: one entry each, naming it and
+            // listing what is allowed.
+            let (status, answer) =
+                call(server.get(&list.url("operationID=x&utm_source=mail&pageSize=5"))).await;
+            let allowed = list
+                .filters
+                .iter()
+                .chain(&["pageSize", "pageToken"])
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            for name in ["operationID", "utm_source"] {
+                assert_push_error(status, &answer, 400, 20001, Some(name));
+                let entry = answer["errors"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|e| e["context"] == name)
+                    .unwrap();
+                let message = entry["message"].as_str().unwrap();
+                assert!(
+                    message.contains(&format!("allowed: {allowed}")),
+                    "{}: {message}",
+                    list.path
+                );
+            }
+            assert_eq!(answer["errors"].as_array().unwrap().len(), 2, "{answer}");
+            // Names are case-sensitive, also on the preview host.
+            let preview = list.url("PageSize=5").replacen("/v1/", "/preview/", 1);
+            let (status, answer) = call(server.get(&preview)).await;
+            assert_push_error(status, &answer, 400, 20001, Some("PageSize"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_dated_list_reads_start_and_end_date_alike() {
+    use herald_core::time::{format_rfc3339, parse_rfc3339};
+    const DAY: i64 = 86_400_000;
+    for server in TestServer::all().await {
+        for list in list_endpoints(&server)
+            .await
+            .into_iter()
+            .filter(|l| l.dated)
+        {
+            let (_, all) = call(server.get(&list.url(""))).await;
+            let newest = &all[list.key][0];
+            // Apps have no ID: their name is the key.
+            let id_of = |item: &Value| {
+                item["id"]
+                    .as_str()
+                    .or(item["name"].as_str())
+                    .map(str::to_owned)
+            };
+            let newest_id = id_of(newest).unwrap();
+            let created = newest["createdAt"].as_str().unwrap();
+            let at = parse_rfc3339(created).unwrap();
+            let date = &created[..10];
+            let listed = |query: String| {
+                let request = server.get(&list.url(&query));
+                let path = list.path.clone();
+                async move {
+                    let (status, answer) = call(request).await;
+                    assert_eq!(status, 200, "{path}?{query}: {answer}");
+                    answer[list.key]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .filter_map(id_of)
+                        .collect::<Vec<_>>()
+                }
+            };
+            let includes = |query: String| {
+                let listed = listed(query.clone());
+                let newest_id = newest_id.clone();
+                let path = list.path.clone();
+                async move {
+                    assert!(
+                        listed.await.contains(&newest_id),
+                        "{path}?{query} leaves out {newest_id}"
+                    );
+                }
+            };
+            let excludes = |query: String| {
+                let listed = listed(query.clone());
+                let newest_id = newest_id.clone();
+                let path = list.path.clone();
+                async move {
+                    assert!(
+                        !listed.await.contains(&newest_id),
+                        "{path}?{query} lists {newest_id}"
+                    );
+                }
+            };
+            // The shown `createdAt` as `endDate` includes its whole second; both bounds inclusive.
+            includes(format!("endDate={created}")).await;
+            includes(format!("startDate={created}")).await;
+            includes(format!("startDate={created}&endDate={created}")).await;
+            excludes(format!("endDate={}", format_rfc3339(at - 1000))).await;
+            excludes(format!("startDate={}", format_rfc3339(at + 1000))).await;
+            // Other offsets, and plain dates (the whole day, UTC).
+            includes(format!(
+                "endDate={}",
+                format_rfc3339(at).replace('Z', "%2B00:00")
+            ))
+            .await;
+            includes(format!("startDate={date}&endDate={date}")).await;
+            excludes(format!("startDate={}", &format_rfc3339(at + DAY)[..10])).await;
+            excludes(format!("endDate={}", &format_rfc3339(at - DAY)[..10])).await;
+            // Empty values are no filter.
+            includes("startDate=&endDate=".into()).await;
+
+            for (query, context) in [
+                ("startDate=soon", "startDate"),
+                ("endDate=2026-13-01", "endDate"),
+                ("endDate=2026-01-01T25:00:00Z", "endDate"),
+                ("startDate=2026-02-01&endDate=2026-01-01", "endDate"),
+                (
+                    "startDate=2026-02-01T00:00:01Z&endDate=2026-02-01T00:00:00Z",
+                    "endDate",
+                ),
+            ] {
+                let (status, answer) = call(server.get(&list.url(query))).await;
+                assert_push_error(status, &answer, 400, 20001, Some(context));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn only_get_is_served_on_a_push_notification_path() {
+    for server in TestServer::all().await {
+        let _ = fixture_operations(&server).await;
+        let (_, list) = call(server.get(SEND)).await;
+        let id = list["notifications"][0]["id"].as_str().unwrap().to_owned();
+        let (status, answer) = call(server.get(&format!("{SEND}/{id}"))).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["id"], id.as_str());
+
+        // Any other method on a one-segment path is what it most likely is, a mistyped path:
+        // the router's own 404, as for any unknown path (not 405).
+        for (method, path) in [
+            (Method::POST, format!("{SEND}/Credential")),
+            (
+                Method::POST,
+                "/preview/PushNotifications/Credential".to_owned(),
+            ),
+            (Method::PATCH, format!("{SEND}/Credential")),
+            (Method::PUT, format!("{SEND}/{id}")),
+            (Method::DELETE, format!("{SEND}/{id}")),
+        ] {
+            let (status, answer) = call(server.req(method.clone(), &path).json(&json!({}))).await;
+            assert_push_error(status, &answer, 404, 20404, None);
+            assert_eq!(
+                answer["errors"][0]["message"],
+                format!("no resource at {path}"),
+                "{method} {path}"
+            );
+        }
+        // Known paths keep their 405 for the methods they do not serve.
+        let (status, answer) = call(server.delete(OPS)).await;
+        assert_push_error(status, &answer, 405, 20004, None);
+        let (status, answer) = call(server.req(Method::PUT, SEND).json(&json!({}))).await;
+        assert_push_error(status, &answer, 405, 20004, None);
+    }
+}

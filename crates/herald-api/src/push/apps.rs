@@ -14,7 +14,8 @@ use herald_core::time::format_rfc3339;
 use herald_store::apps::{AppFilter, AppRecord};
 use serde_json::{Value, json};
 
-use super::credentials::{bool_param, date_range, or_not_found, path_param, query_map};
+use super::credentials::{or_not_found, path_param};
+use super::query::{bool_param, date_range, list_params};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::{FieldErrors, PushError};
@@ -57,7 +58,7 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
+    let query = list_params(raw, LIST_FILTERS)?;
     let mut filter = AppFilter {
         is_default: bool_param(&query, "isDefault")?,
         ..Default::default()

@@ -7,8 +7,6 @@
 //! are never part of an answer: the response shows only the non-secret facts.
 //! Decisions where API.md is silent: `docs/decisions/credentials.md`.
 
-use std::collections::HashMap;
-
 use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
@@ -17,7 +15,7 @@ use axum::routing::get;
 use herald_core::credential_content::{
     PushCredentialType, ValidatedContent, validate_push_content,
 };
-use herald_core::time::{format_rfc3339, parse_rfc3339};
+use herald_core::time::format_rfc3339;
 use herald_core::{AppName, Tags, ids};
 use herald_store::StoreError;
 use herald_store::credentials::{
@@ -25,6 +23,7 @@ use herald_store::credentials::{
 };
 use serde_json::{Map, Value, json};
 
+use super::query::{bool_param, date_range, list_params, param};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::{FieldErrors, PushError, code};
@@ -89,98 +88,7 @@ pub(crate) fn credential_json(record: &CredentialRecord) -> Value {
     Value::Object(out)
 }
 
-// ----- query parameters (shared with apps.rs) -----
-
-/// The query string as a map (a later repeat of a name wins); unparsable → 400.
-pub(super) fn query_map(raw: Option<String>) -> Result<HashMap<String, String>, PushError> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&raw.unwrap_or_default())
-        .map(|pairs| pairs.into_iter().collect())
-        .map_err(|error| PushError::invalid("query", format!("malformed query string: {error}")))
-}
-
-/// A non-empty query parameter.
-pub(super) fn param<'q>(query: &'q HashMap<String, String>, name: &str) -> Option<&'q str> {
-    query
-        .get(name)
-        .map(String::as_str)
-        .filter(|text| !text.is_empty())
-}
-
-/// `isDefault=true|false`.
-pub(super) fn bool_param(
-    query: &HashMap<String, String>,
-    name: &str,
-) -> Result<Option<bool>, PushError> {
-    match param(query, name) {
-        None => Ok(None),
-        Some("true") => Ok(Some(true)),
-        Some("false") => Ok(Some(false)),
-        Some(_) => Err(PushError::invalid(
-            name,
-            format!("{name} must be true or false"),
-        )),
-    }
-}
-
-/// `startDate` / `endDate` as inclusive epoch-millisecond bounds on `createdAt`. Either an
-/// RFC 3339 time or a date (`2026-05-01`, the whole day in UTC). Times are shown with second
-/// precision, so an `endDate` without fractional seconds includes its whole second: the
-/// `createdAt` of a resource, used as `endDate`, includes that resource.
-pub(super) fn date_range(
-    query: &HashMap<String, String>,
-) -> Result<(Option<i64>, Option<i64>), PushError> {
-    let from = date_param(query, "startDate", false)?;
-    let until = date_param(query, "endDate", true)?;
-    if let (Some(from), Some(until)) = (from, until)
-        && until < from
-    {
-        return Err(PushError::invalid(
-            "endDate",
-            "endDate must not be before startDate",
-        ));
-    }
-    Ok((from, until))
-}
-
-fn date_param(
-    query: &HashMap<String, String>,
-    name: &str,
-    end: bool,
-) -> Result<Option<i64>, PushError> {
-    let Some(text) = param(query, name) else {
-        return Ok(None);
-    };
-    let whole_second = |ms: i64| {
-        if end && ms.rem_euclid(1000) == 0 {
-            ms + 999
-        } else {
-            ms
-        }
-    };
-    if let Some(at) = parse_rfc3339(text) {
-        // `parse_rfc3339` keeps milliseconds; a fraction below them is cut, so look at the text.
-        let fraction = text.contains('.');
-        return Ok(Some(if fraction { at } else { whole_second(at) }));
-    }
-    let is_date = text.len() == 10
-        && text.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if is_date && let Some(start) = parse_rfc3339(&format!("{text}T00:00:00Z")) {
-        return Ok(Some(if end { start + 86_400_000 - 1 } else { start }));
-    }
-    Err(PushError::invalid(
-        name,
-        format!(
-            "{name} must be an RFC 3339 time such as 2026-05-01T09:00:00Z, or a date such as \
-             2026-05-01"
-        ),
-    ))
-}
+// ----- path parameters and store errors (shared with the other resources) -----
 
 /// The path parameter, or a 404 when it cannot be read.
 pub(super) fn path_param(
@@ -262,7 +170,7 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
+    let query = list_params(raw, LIST_FILTERS)?;
     let mut filter = CredentialFilter::default();
     if let Some(text) = param(&query, "appName") {
         filter.app_name =

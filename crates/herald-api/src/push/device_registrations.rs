@@ -15,7 +15,8 @@ use herald_core::{AppName, DeviceToken, Provider, ids};
 use herald_store::devices::{Device, DeviceRegistration, DeviceRemoval, RegisterDevice};
 use serde_json::{Value, json};
 
-use super::credentials::{or_not_found, param, path_param, query_map};
+use super::credentials::{or_not_found, path_param};
+use super::query::{list_params, param};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::{FieldErrors, PushError};
@@ -36,6 +37,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 const COLLECTION: &str = "DeviceRegistrations";
+const LIST_FILTERS: &[&str] = &["userId", "appName"];
 const REGISTRATION_NOT_FOUND: &str = "device registration not found";
 
 fn device_json(device: &Device) -> Value {
@@ -144,7 +146,7 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
+    let query = list_params(raw, LIST_FILTERS)?;
     let mut errors = FieldErrors::new();
     let user_id = param(&query, "userId");
     if user_id.is_none() {
@@ -153,7 +155,7 @@ async fn list(
     let user_id = parse_field(&mut errors, "userId", user_id, user_id_format);
     let app_name = param(&query, "appName");
     let app_name = parse_field(&mut errors, "appName", app_name, AppName::parse);
-    let list = match ListQuery::parse(&state.pages, &query, &["userId", "appName"]) {
+    let list = match ListQuery::parse(&state.pages, &query, LIST_FILTERS) {
         Ok(list) if errors.is_empty() => list,
         Ok(_) => return Err(errors.into()),
         Err(page_error) => {

@@ -6,6 +6,7 @@ mod device_registrations;
 mod events;
 mod notifications;
 mod operations;
+mod query;
 mod send;
 mod users;
 

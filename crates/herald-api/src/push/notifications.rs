@@ -5,14 +5,15 @@ use std::collections::HashMap;
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{OriginalUri, Path, RawQuery, State};
 use axum::routing::get;
-use herald_core::time::{format_rfc3339, parse_rfc3339};
+use herald_core::time::format_rfc3339;
 use herald_core::{Provider, ids};
 use herald_store::StoreError;
 use herald_store::delivery::{NotificationFilter, NotificationRecord};
 use serde_json::{Map, Value, json};
 
+use super::query::{date_range, list_params, param, status_param};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::PushError;
@@ -33,7 +34,16 @@ const NOT_FOUND: &str = "push notification not found";
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(list).post(super::send::send))
-        .route("/{push_notification_id}", get(fetch))
+        // Any one-segment path matches this route, so a method other than GET is not "a known
+        // path with a method it does not serve" (405) but most likely a mistyped path, such as
+        // `POST /Credential`: it gets the router's own 404.
+        .route("/{push_notification_id}", get(fetch).fallback(no_resource))
+}
+
+/// The router's answer to an unknown path (`crate::router`'s fallback), for the methods the
+/// `/{pushNotificationId}` route does not serve.
+async fn no_resource(OriginalUri(uri): OriginalUri) -> PushError {
+    PushError::not_found(format!("no resource at {}", uri.path()))
 }
 
 pub(crate) fn notification_json(state: &AppState, record: &NotificationRecord) -> Value {
@@ -74,80 +84,6 @@ pub(crate) fn notification_json(state: &AppState, record: &NotificationRecord) -
     Value::Object(out)
 }
 
-/// The query string as a map (a later repeat of a name wins); unparsable → 400.
-pub(crate) fn query_map(raw: Option<String>) -> Result<HashMap<String, String>, PushError> {
-    serde_urlencoded::from_str::<Vec<(String, String)>>(&raw.unwrap_or_default())
-        .map(|pairs| pairs.into_iter().collect())
-        .map_err(|error| PushError::invalid("query", format!("malformed query string: {error}")))
-}
-
-/// Reports every query parameter that is neither a filter nor `pageSize` / `pageToken`.
-pub(crate) fn deny_unknown_params(
-    query: &HashMap<String, String>,
-    filters: &[&str],
-) -> Result<(), PushError> {
-    let mut unknown: Vec<&String> = query
-        .keys()
-        .filter(|k| !filters.contains(&k.as_str()) && *k != "pageSize" && *k != "pageToken")
-        .collect();
-    unknown.sort();
-    match unknown.first() {
-        None => Ok(()),
-        Some(name) => Err(PushError::invalid(
-            name.as_str(),
-            format!(
-                "unknown query parameter {name:?}; allowed: {}, pageSize, pageToken",
-                filters.join(", ")
-            ),
-        )),
-    }
-}
-
-/// `startDate` / `endDate`: an RFC 3339 time, or a date (`2026-05-01`: from the start of that day
-/// UTC for `startDate`, to its end for `endDate`). Epoch milliseconds.
-pub(crate) fn date_param(
-    query: &HashMap<String, String>,
-    name: &str,
-    end: bool,
-) -> Result<Option<i64>, PushError> {
-    let Some(text) = query.get(name).filter(|t| !t.is_empty()) else {
-        return Ok(None);
-    };
-    if let Some(at) = parse_rfc3339(text) {
-        return Ok(Some(at));
-    }
-    let is_date = text.len() == 10
-        && text.bytes().enumerate().all(|(i, b)| {
-            if i == 4 || i == 7 {
-                b == b'-'
-            } else {
-                b.is_ascii_digit()
-            }
-        });
-    if is_date && let Some(start) = parse_rfc3339(&format!("{text}T00:00:00Z")) {
-        return Ok(Some(if end { start + 86_400_000 - 1 } else { start }));
-    }
-    Err(PushError::invalid(
-        name,
-        format!("{name} must be an RFC 3339 time (2026-05-01T09:00:00Z) or a date (2026-05-01)"),
-    ))
-}
-
-/// `status`: one of `allowed`.
-pub(crate) fn status_param(
-    query: &HashMap<String, String>,
-    allowed: &[&str],
-) -> Result<Option<String>, PushError> {
-    match query.get("status").filter(|t| !t.is_empty()) {
-        None => Ok(None),
-        Some(status) if allowed.contains(&status.as_str()) => Ok(Some(status.clone())),
-        Some(_) => Err(PushError::invalid(
-            "status",
-            format!("status must be one of {}", allowed.join(", ")),
-        )),
-    }
-}
-
 /// `tags=k1:v1;k2:v2;` → pairs.
 fn tags_param(text: &str) -> Result<Vec<(String, String)>, PushError> {
     let bad = || {
@@ -173,35 +109,34 @@ fn tags_param(text: &str) -> Result<Vec<(String, String)>, PushError> {
 
 fn filter_of(query: &HashMap<String, String>) -> Result<NotificationFilter, PushError> {
     let mut filter = NotificationFilter::default();
-    if let Some(id) = query.get("operationId").filter(|t| !t.is_empty()) {
+    if let Some(id) = param(query, "operationId") {
         if ids::parse_type_id(ids::OPERATION, id).is_none() {
             return Err(PushError::invalid(
                 "operationId",
                 "operationId must be an operation ID (comms_operation_...)",
             ));
         }
-        filter.operation_id = Some(id.clone());
+        filter.operation_id = Some(id.to_owned());
     }
     filter.status = status_param(query, NOTIFICATION_STATUSES)?;
-    if let Some(user) = query.get("user").filter(|t| !t.is_empty()) {
+    if let Some(user) = param(query, "user") {
         if ids::parse_type_id(ids::USER, user).is_none() {
             return Err(PushError::invalid(
                 "user",
                 "user must be a user ID (comms_pushnotificationuser_...)",
             ));
         }
-        filter.user_id = Some(user.clone());
+        filter.user_id = Some(user.to_owned());
     }
-    if let Some(provider) = query.get("provider").filter(|t| !t.is_empty()) {
+    if let Some(provider) = param(query, "provider") {
         filter.provider = Some(
             Provider::parse(provider).map_err(|message| PushError::invalid("provider", message))?,
         );
     }
-    if let Some(tags) = query.get("tags").filter(|t| !t.is_empty()) {
+    if let Some(tags) = param(query, "tags") {
         filter.tags = tags_param(tags)?;
     }
-    filter.start_ms = date_param(query, "startDate", false)?;
-    filter.end_ms = date_param(query, "endDate", true)?;
+    (filter.start_ms, filter.end_ms) = date_range(query)?;
     Ok(filter)
 }
 
@@ -210,8 +145,7 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
-    deny_unknown_params(&query, LIST_FILTERS)?;
+    let query = list_params(raw, LIST_FILTERS)?;
     let filter = filter_of(&query)?;
     let list = ListQuery::parse(&state.pages, &query, LIST_FILTERS)?;
     let page = state

@@ -12,9 +12,8 @@ use herald_store::StoreError;
 use herald_store::delivery::{NotificationFilter, OperationFilter, OperationRecord};
 use serde_json::{Map, Value, json};
 
-use super::notifications::{
-    date_param, deny_unknown_params, notification_json, query_map, status_param,
-};
+use super::notifications::notification_json;
+use super::query::{date_range, list_params, status_param};
 use super::send::operation_accepted;
 use crate::AppState;
 use crate::auth::Caller;
@@ -82,12 +81,12 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
-    deny_unknown_params(&query, LIST_FILTERS)?;
+    let query = list_params(raw, LIST_FILTERS)?;
+    let (start_ms, end_ms) = date_range(&query)?;
     let filter = OperationFilter {
         status: status_param(&query, OPERATION_STATUSES)?,
-        start_ms: date_param(&query, "startDate", false)?,
-        end_ms: date_param(&query, "endDate", true)?,
+        start_ms,
+        end_ms,
     };
     let list = ListQuery::parse(&state.pages, &query, LIST_FILTERS)?;
     let page = state
@@ -119,8 +118,7 @@ async fn errors(
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
     let id = operation_id(path)?;
-    let mut query = query_map(raw)?;
-    deny_unknown_params(&query, &[])?;
+    let mut query = list_params(raw, &[])?;
     state
         .store
         .get_operation(&caller.account_sid, &id)

@@ -11,7 +11,8 @@ use herald_core::time::format_rfc3339;
 use herald_store::users::User;
 use serde_json::{Value, json};
 
-use super::credentials::{or_not_found, path_param, query_map};
+use super::credentials::{or_not_found, path_param};
+use super::query::list_params;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::PushError;
@@ -46,7 +47,7 @@ async fn list(
     caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<axum::Json<Value>, PushError> {
-    let query = query_map(raw)?;
+    let query = list_params(raw, &[])?;
     let list = ListQuery::parse(&state.pages, &query, &[])?;
     let page = state
         .store
