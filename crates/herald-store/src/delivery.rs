@@ -699,34 +699,6 @@ impl SqlStore {
         }
     }
 
-    async fn insert_operation(
-        &self,
-        conn: &mut AnyConnection,
-        id: &str,
-        new: &NewOperation,
-        now: i64,
-    ) -> Result<()> {
-        let request = serde_json::to_string(&new.request)
-            .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
-        let base = new.request.send_at_ms.unwrap_or(now).max(now);
-        let expires_at = base + i64::from(new.request.ttl) * 1000;
-        sqlx::query(
-            "INSERT INTO operations (id, account_sid, status, request, recipients, plan_due_at, \
-             send_at, expires_at, created_at, updated_at) \
-             VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $7, $5, $5)",
-        )
-        .bind(id)
-        .bind(new.account_sid.as_str())
-        .bind(request)
-        .bind(new.request.to.len() as i64)
-        .bind(now)
-        .bind(new.request.send_at_ms)
-        .bind(expires_at)
-        .execute(&mut *conn)
-        .await?;
-        Ok(())
-    }
-
     /// Runs `query` (its RETURNING starts with `operation_id`) and counts the rows per
     /// operation into `deltas` (`-1` on `from`, `+1` on `to`); returns the rows.
     async fn count_moved<'q>(
@@ -746,78 +718,132 @@ impl SqlStore {
     }
 }
 
-#[async_trait]
-impl DeliveryStore for SqlStore {
-    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
-        let now = now_ms();
-        let id = ids::new_type_id(ids::OPERATION);
-        let mut tx = self.writer().begin().await?;
-        if let Some(idem) = &new.idempotency {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (account_sid, idempotency_key, request_hash, \
-                 operation_id, created_at) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (account_sid, idempotency_key) DO NOTHING",
+/// Stores an operation (and its idempotency key) on `conn`, inside the caller's transaction; a
+/// replay writes nothing, a conflict returns its error (the caller rolls back).
+async fn create_operation_in(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    new: NewOperation,
+) -> Result<CreatedOperation> {
+    let now = now_ms();
+    let id = ids::new_type_id(ids::OPERATION);
+    if let Some(idem) = &new.idempotency {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency_keys (account_sid, idempotency_key, request_hash, \
+             operation_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (account_sid, idempotency_key) DO NOTHING",
+        )
+        .bind(new.account_sid.as_str())
+        .bind(idem.key.as_str())
+        .bind(idem.request_hash.as_str())
+        .bind(id.as_str())
+        .bind(now)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            let row = sqlx::query(
+                "SELECT request_hash, operation_id, created_at FROM idempotency_keys \
+                 WHERE account_sid = $1 AND idempotency_key = $2",
+            )
+            .bind(new.account_sid.as_str())
+            .bind(idem.key.as_str())
+            .fetch_one(&mut *conn)
+            .await?;
+            let hash: String = row.try_get(0)?;
+            let first: String = row.try_get(1)?;
+            let at: i64 = row.try_get(2)?;
+            if at > now - IDEMPOTENCY_WINDOW_MS {
+                return if hash == idem.request_hash {
+                    Ok(CreatedOperation {
+                        id: first,
+                        replayed: true,
+                    })
+                } else {
+                    Err(StoreError::Conflict(
+                        "Idempotency-Key was used with a different request body in the \
+                         last 24 hours"
+                            .into(),
+                    ))
+                };
+            }
+            // Older than the window: the key starts over with this request.
+            sqlx::query(
+                "UPDATE idempotency_keys SET request_hash = $3, operation_id = $4, \
+                 created_at = $5 WHERE account_sid = $1 AND idempotency_key = $2",
             )
             .bind(new.account_sid.as_str())
             .bind(idem.key.as_str())
             .bind(idem.request_hash.as_str())
             .bind(id.as_str())
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if inserted == 0 {
-                let row = sqlx::query(
-                    "SELECT request_hash, operation_id, created_at FROM idempotency_keys \
-                     WHERE account_sid = $1 AND idempotency_key = $2",
-                )
-                .bind(new.account_sid.as_str())
-                .bind(idem.key.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-                let hash: String = row.try_get(0)?;
-                let first: String = row.try_get(1)?;
-                let at: i64 = row.try_get(2)?;
-                if at > now - IDEMPOTENCY_WINDOW_MS {
-                    tx.rollback().await?;
-                    return if hash == idem.request_hash {
-                        Ok(CreatedOperation {
-                            id: first,
-                            replayed: true,
-                        })
-                    } else {
-                        Err(StoreError::Conflict(
-                            "Idempotency-Key was used with a different request body in the \
-                             last 24 hours"
-                                .into(),
-                        ))
-                    };
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    insert_operation(conn, &id, &new, now).await?;
+    if new.request.send_at_ms.is_some_and(|at| at > now) {
+        let mut events = PendingEvents::default();
+        events.operation(&id, types::OPERATION_SCHEDULED);
+        events.insert(conn, backend).await?;
+    }
+    Ok(CreatedOperation {
+        id,
+        replayed: false,
+    })
+}
+
+async fn insert_operation(
+    conn: &mut AnyConnection,
+    id: &str,
+    new: &NewOperation,
+    now: i64,
+) -> Result<()> {
+    let request = serde_json::to_string(&new.request)
+        .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
+    let base = new.request.send_at_ms.unwrap_or(now).max(now);
+    let expires_at = base + i64::from(new.request.ttl) * 1000;
+    sqlx::query(
+        "INSERT INTO operations (id, account_sid, status, request, recipients, plan_due_at, \
+         send_at, expires_at, created_at, updated_at) \
+         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $7, $5, $5)",
+    )
+    .bind(id)
+    .bind(new.account_sid.as_str())
+    .bind(request)
+    .bind(new.request.to.len() as i64)
+    .bind(now)
+    .bind(new.request.send_at_ms)
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl DeliveryStore for SqlStore {
+    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
+        let backend = self.backend();
+        match self.group_commit() {
+            Some(group) => {
+                group
+                    .write(move |conn| Box::pin(create_operation_in(conn, backend, new)))
+                    .await
+            }
+            None => {
+                let mut tx = self.writer().begin().await?;
+                match create_operation_in(&mut tx, backend, new).await {
+                    Ok(created) => {
+                        tx.commit().await?;
+                        Ok(created)
+                    }
+                    Err(error) => {
+                        let _ = tx.rollback().await;
+                        Err(error)
+                    }
                 }
-                // Older than the window: the key starts over with this request.
-                sqlx::query(
-                    "UPDATE idempotency_keys SET request_hash = $3, operation_id = $4, \
-                     created_at = $5 WHERE account_sid = $1 AND idempotency_key = $2",
-                )
-                .bind(new.account_sid.as_str())
-                .bind(idem.key.as_str())
-                .bind(idem.request_hash.as_str())
-                .bind(id.as_str())
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             }
         }
-        self.insert_operation(&mut tx, &id, &new, now).await?;
-        if new.request.send_at_ms.is_some_and(|at| at > now) {
-            let mut events = PendingEvents::default();
-            events.operation(&id, types::OPERATION_SCHEDULED);
-            events.insert(&mut tx, self.backend()).await?;
-        }
-        tx.commit().await?;
-        Ok(CreatedOperation {
-            id,
-            replayed: false,
-        })
     }
 
     async fn get_operation(&self, account: &str, id: &str) -> Result<OperationRecord> {

@@ -613,6 +613,28 @@ impl DeviceStore for SqlStore {
         account_sid: &str,
         request: &RegisterDevice<'_>,
     ) -> Result<Registered> {
+        if let Some(group) = self.group_commit() {
+            let account_sid = account_sid.to_owned();
+            let (app_name, provider, token) = (
+                request.app_name.clone(),
+                request.provider,
+                request.token.clone(),
+            );
+            let user_id = request.user_id.map(str::to_owned);
+            return group
+                .write(move |conn| {
+                    Box::pin(async move {
+                        let request = RegisterDevice {
+                            app_name: &app_name,
+                            provider,
+                            token: &token,
+                            user_id: user_id.as_deref(),
+                        };
+                        register_in(conn, &account_sid, &request).await
+                    })
+                })
+                .await;
+        }
         write_tx!(self, |tx| {
             register_in(&mut tx, account_sid, request).await?
         })

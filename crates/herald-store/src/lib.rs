@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod devices;
 mod error;
 pub mod events;
+mod group_commit;
 pub mod page;
 mod postgres;
 mod secret_box;
@@ -28,6 +29,7 @@ pub mod users;
 use std::path::Path;
 use std::sync::Arc;
 
+use group_commit::GroupCommit;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 
@@ -112,6 +114,8 @@ struct Inner {
     /// Writes. On SQLite a single connection: SQLite has one writer at a time anyway, and one
     /// connection means no busy-retry storms between our own tasks.
     writer: AnyPool,
+    /// On SQLite, the queue that batches the hot single-row writes into shared commits.
+    group_commit: Option<GroupCommit>,
     secrets: SecretBox,
     limits: StoreLimits,
 }
@@ -142,6 +146,8 @@ impl SqlStore {
             inner: Arc::new(Inner {
                 backend,
                 reader,
+                group_commit: (backend == Backend::Sqlite)
+                    .then(|| GroupCommit::start(writer.clone())),
                 writer,
                 secrets: SecretBox::new(master_key),
                 limits,
@@ -163,6 +169,9 @@ impl SqlStore {
     }
     pub(crate) fn writer(&self) -> &AnyPool {
         &self.inner.writer
+    }
+    pub(crate) fn group_commit(&self) -> Option<&GroupCommit> {
+        self.inner.group_commit.as_ref()
     }
     pub(crate) fn secrets(&self) -> &SecretBox {
         &self.inner.secrets

@@ -136,6 +136,44 @@ async fn idempotency_keys_replay_conflict_and_race() {
     }
 }
 
+/// Concurrent sends share commits on SQLite (group commit): a conflicting write in the same
+/// batch is rolled back alone, and every other write is stored and readable afterwards.
+#[tokio::test]
+async fn concurrent_sends_with_a_failing_one_store_all_others() {
+    for db in TestDatabase::all().await {
+        let store = Arc::new(db.store().await);
+        let acc = account(&store).await;
+        store
+            .create_operation(new_op(&acc, 1, Some(("taken", "h1"))))
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let store = store.clone();
+            let acc = acc.clone();
+            tasks.push(tokio::spawn(async move {
+                // Every eighth reuses the key with another body: a conflict.
+                let key = (i % 8 == 0).then_some(("taken", "other"));
+                store.create_operation(new_op(&acc, 1 + i, key)).await
+            }));
+        }
+        let mut stored = Vec::new();
+        let mut conflicts = 0;
+        for (i, task) in tasks.into_iter().enumerate() {
+            match task.await.unwrap() {
+                Ok(created) => stored.push((i, created.id)),
+                Err(StoreError::Conflict(_)) if i % 8 == 0 => conflicts += 1,
+                Err(other) => panic!("{}: send {i}: {other}", db.name),
+            }
+        }
+        assert_eq!((stored.len(), conflicts), (56, 8), "{}", db.name);
+        for (i, id) in stored {
+            let op = store.get_operation(&acc, &id).await.unwrap();
+            assert_eq!(op.stats.recipients, 1 + i as i64, "{}", db.name);
+        }
+    }
+}
+
 #[tokio::test]
 async fn planning_steps_resume_and_lose_their_lease() {
     for db in TestDatabase::all().await {

@@ -176,6 +176,46 @@ async fn registering_without_a_user_makes_one_and_is_idempotent() {
     }
 }
 
+/// Concurrent registrations share commits on SQLite (group commit): the ones naming an unknown
+/// user fail alone, with their field, and every other one is stored.
+#[tokio::test]
+async fn concurrent_registrations_with_failing_ones_store_all_others() {
+    for f in fixtures().await {
+        let f = std::sync::Arc::new(f);
+        let mut tasks = Vec::new();
+        for i in 0..64 {
+            let f = f.clone();
+            tasks.push(tokio::spawn(async move {
+                let user = (i % 5 == 0).then_some("comms_pushnotificationuser_nobody");
+                let registered = f
+                    .register_in(&f.app, Provider::Fcm, &format!("tok-{i}"), user)
+                    .await;
+                (i, registered)
+            }));
+        }
+        let mut stored = 0;
+        for task in tasks {
+            let (i, registered) = task.await.unwrap();
+            match registered {
+                Ok(registered) => {
+                    assert_eq!(
+                        f.devices_of(&registered.registration_id).await,
+                        vec![active(Provider::Fcm, &format!("tok-{i}"))],
+                        "{}",
+                        f.name()
+                    );
+                    stored += 1;
+                }
+                Err(StoreError::Invalid { field, .. }) if i % 5 == 0 => {
+                    assert_eq!(field.as_deref(), Some("userId"));
+                }
+                Err(other) => panic!("{}: registration {i}: {other}", f.name()),
+            }
+        }
+        assert_eq!((stored, f.user_count().await), (51, 51), "{}", f.name());
+    }
+}
+
 #[tokio::test]
 async fn registering_for_a_user_adds_devices_per_app() {
     for f in fixtures().await {
