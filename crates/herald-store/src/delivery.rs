@@ -820,30 +820,330 @@ async fn insert_operation(
     Ok(())
 }
 
-#[async_trait]
-impl DeliveryStore for SqlStore {
-    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
-        let backend = self.backend();
-        match self.group_commit() {
-            Some(group) => {
-                group
-                    .write(move |conn| Box::pin(create_operation_in(conn, backend, new)))
-                    .await
-            }
-            None => {
-                let mut tx = self.writer().begin().await?;
-                match create_operation_in(&mut tx, backend, new).await {
-                    Ok(created) => {
-                        tx.commit().await?;
-                        Ok(created)
+/// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
+impl SqlStore {
+    async fn write_plan_batch_in(&self, tx: &mut AnyConnection, batch: &PlanBatch) -> Result<bool> {
+        let now = now_ms();
+        let count = batch.notifications.len() as i64;
+        let (scheduled, queued) = match batch.scheduled_until {
+            Some(_) => (count, 0),
+            None => (0, count),
+        };
+        let owned = sqlx::query(
+            "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
+             unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
+             queued = queued + $9, updated_at = $10 \
+             WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0",
+        )
+        .bind(batch.operation_id.as_str())
+        .bind(batch.owner.as_str())
+        .bind(batch.planned_before)
+        .bind(batch.planned_after)
+        .bind(i64::from(batch.done))
+        .bind(batch.lease_until)
+        .bind(batch.unaddressable)
+        .bind(scheduled)
+        .bind(queued)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if owned == 0 {
+            return Ok(false);
+        }
+        let mut events = PendingEvents::default();
+        if queued > 0 {
+            start_processing(tx, &batch.operation_id, &mut events).await?;
+        }
+        let account_sid: String =
+            sqlx::query_scalar("SELECT account_sid FROM operations WHERE id = $1")
+                .bind(batch.operation_id.as_str())
+                .fetch_one(&mut *tx)
+                .await?;
+        let status = if batch.scheduled_until.is_some() {
+            "SCHEDULED"
+        } else {
+            "QUEUED"
+        };
+        let due_at = batch.scheduled_until.unwrap_or(now);
+        let tags = batch.tags.to_json_string();
+        let keys = tag_keys(&batch.tags);
+        if !batch.notifications.is_empty() {
+            // $1..$9 are shared by every row; $10 is the rows, one JSON array each:
+            // [id, recipient_index, provider, token, credential_id, app_name, user_id].
+            let rows: Vec<_> = batch
+                .notifications
+                .iter()
+                .map(|n| {
+                    (
+                        ids::new_type_id(ids::PUSH_NOTIFICATION),
+                        n.recipient_index,
+                        n.provider.as_str(),
+                        n.token.as_str(),
+                        n.credential_id.as_str(),
+                        n.app_name.as_deref(),
+                        n.user_id.as_deref(),
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
+                 provider, token, credential_id, app_name, user_id, status, priority, tags, \
+                 tag_keys, due_at, expires_at, created_at, updated_at) \
+                 SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
+                 value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
+                 $3, $4, $5, $6, $7, $8, $9, $9 FROM {}",
+                json_values(self.backend(), 10)
+            );
+            sqlx::query(&sql)
+                .bind(account_sid.as_str())
+                .bind(batch.operation_id.as_str())
+                .bind(status)
+                .bind(batch.priority.as_str())
+                .bind(tags.as_str())
+                .bind(keys.as_str())
+                .bind(due_at)
+                .bind(batch.expires_at)
+                .bind(now)
+                .bind(json_list(&rows))
+                .execute(&mut *tx)
+                .await?;
+        }
+        if batch.done {
+            complete_finished(
+                tx,
+                self.backend(),
+                std::slice::from_ref(&batch.operation_id),
+                now,
+                &mut events,
+            )
+            .await?;
+        }
+        events.insert(tx, self.backend()).await?;
+        Ok(true)
+    }
+
+    async fn promote_scheduled_in(
+        &self,
+        tx: &mut AnyConnection,
+        now: i64,
+        limit: i64,
+    ) -> Result<u64> {
+        let sql = self.claim_sql(
+            "notifications",
+            "status = 'QUEUED', updated_at = $1",
+            "SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
+             ORDER BY due_at LIMIT $2",
+            "status = 'SCHEDULED'",
+            "operation_id",
+        );
+        let mut deltas = StatDeltas::default();
+        let moved = Self::count_moved(
+            tx,
+            sqlx::query(&sql).bind(now).bind(limit),
+            &mut deltas,
+            SCHEDULED,
+            QUEUED,
+        )
+        .await?
+        .len() as u64;
+        if moved == 0 {
+            return Ok(0);
+        }
+        let mut events = PendingEvents::default();
+        deltas.apply(tx, now, &mut events).await?;
+        events.insert(tx, self.backend()).await?;
+        Ok(moved)
+    }
+
+    async fn claim_notifications_in(
+        &self,
+        tx: &mut AnyConnection,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Claim> {
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let lease_until = now + lease_ms;
+        let sql = self.claim_sql(
+            "notifications",
+            "due_at = $1, claim_token = $2, attempts = attempts + 1, updated_at = $3",
+            "SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at <= $3 \
+             ORDER BY due_at LIMIT $4",
+            "status = 'QUEUED'",
+            "id, operation_id, account_sid, recipient_index, provider, token, credential_id, \
+             app_name, user_id, attempts, expires_at",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(lease_until)
+            .bind(token.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        let notifications = rows
+            .iter()
+            .map(|row| {
+                let provider: String = row.try_get(4)?;
+                Ok(ClaimedNotification {
+                    id: row.try_get(0)?,
+                    operation_id: row.try_get(1)?,
+                    account_sid: row.try_get(2)?,
+                    recipient_index: row.try_get(3)?,
+                    provider: stored_provider(&provider)?,
+                    token: row.try_get(5)?,
+                    credential_id: row.try_get(6)?,
+                    app_name: row.try_get(7)?,
+                    user_id: row.try_get(8)?,
+                    attempts: row.try_get(9)?,
+                    expires_at: row.try_get(10)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Claim {
+            token,
+            lease_until,
+            notifications,
+        })
+    }
+
+    async fn claim_operations_to_plan_in(
+        &self,
+        tx: &mut AnyConnection,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<PlanTask>> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let sql = self.claim_sql(
+            "operations",
+            "plan_due_at = $1, plan_owner = $2",
+            "SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
+             ORDER BY plan_due_at LIMIT $4",
+            "plan_done = 0",
+            "id, account_sid, request, planned, send_at, expires_at, created_at",
+        );
+        let rows = sqlx::query(&sql)
+            .bind(now + lease_ms)
+            .bind(owner.as_str())
+            .bind(now)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(PlanTask {
+                    operation_id: row.try_get(0)?,
+                    account_sid: row.try_get(1)?,
+                    request: row.try_get(2)?,
+                    planned: row.try_get(3)?,
+                    send_at: row.try_get(4)?,
+                    expires_at: row.try_get(5)?,
+                    created_at: row.try_get(6)?,
+                    owner: owner.clone(),
+                })
+            })
+            .collect()
+    }
+
+    async fn record_outcomes_in(
+        &self,
+        tx: &mut AnyConnection,
+        claim_token: &str,
+        outcomes: &[OutcomeWrite],
+    ) -> Result<OutcomeSummary> {
+        let now = now_ms();
+        let mut summary = OutcomeSummary::default();
+        let mut deltas = StatDeltas::default();
+        let mut events = PendingEvents::default();
+        let sent: Vec<&str> = outcomes
+            .iter()
+            .filter(|o| o.kind == OutcomeKind::Sent)
+            .map(|o| o.id.as_str())
+            .collect();
+        if !sent.is_empty() {
+            let sql = format!(
+                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+                 claim_token = NULL, error = NULL \
+                 WHERE claim_token = $2 AND status = 'QUEUED' AND id IN ({}) \
+                 RETURNING operation_id",
+                json_texts(self.backend(), 3)
+            );
+            let query = sqlx::query(&sql)
+                .bind(now)
+                .bind(claim_token)
+                .bind(json_list(&sent));
+            let moved = Self::count_moved(tx, query, &mut deltas, QUEUED, SENT)
+                .await?
+                .len() as u64;
+            summary.sent += moved;
+            summary.stale += sent.len() as u64 - moved;
+        }
+        for outcome in outcomes {
+            match &outcome.kind {
+                OutcomeKind::Sent => {}
+                OutcomeKind::Retry { due_at, error } => {
+                    let updated = sqlx::query(
+                        "UPDATE notifications SET due_at = $3, claim_token = NULL, error = $4, \
+                         updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED'",
+                    )
+                    .bind(outcome.id.as_str())
+                    .bind(claim_token)
+                    .bind(*due_at)
+                    .bind(error.to_json().to_string())
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if updated > 0 {
+                        summary.retried += 1;
+                    } else {
+                        summary.stale += 1;
                     }
-                    Err(error) => {
-                        let _ = tx.rollback().await;
-                        Err(error)
+                }
+                OutcomeKind::Failed(error) => {
+                    let error = error.to_json();
+                    let query = sqlx::query(
+                        "UPDATE notifications SET status = 'FAILED', claim_token = NULL, \
+                         error = $3, updated_at = $4 \
+                         WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED' \
+                         RETURNING operation_id, account_sid",
+                    )
+                    .bind(outcome.id.as_str())
+                    .bind(claim_token)
+                    .bind(error.to_string())
+                    .bind(now);
+                    let moved = Self::count_moved(tx, query, &mut deltas, QUEUED, FAILED).await?;
+                    match moved.first() {
+                        Some(row) => {
+                            summary.failed += 1;
+                            let operation_id: String = row.try_get(0)?;
+                            events.notification_failed(
+                                row.try_get(1)?,
+                                &outcome.id,
+                                &operation_id,
+                                error,
+                            );
+                        }
+                        None => summary.stale += 1,
                     }
                 }
             }
         }
+        deltas.apply(tx, now, &mut events).await?;
+        summary.completed_operations =
+            complete_finished(tx, self.backend(), &deltas.ids(), now, &mut events).await?;
+        events.insert(tx, self.backend()).await?;
+        Ok(summary)
+    }
+}
+
+#[async_trait]
+impl DeliveryStore for SqlStore {
+    async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
+        let backend = self.backend();
+        self.write(move |conn| Box::pin(create_operation_in(conn, backend, new)))
+            .await
     }
 
     async fn get_operation(&self, account: &str, id: &str) -> Result<OperationRecord> {
@@ -1072,216 +1372,44 @@ impl DeliveryStore for SqlStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<PlanTask>> {
-        let owner = uuid::Uuid::new_v4().simple().to_string();
-        let sql = self.claim_sql(
-            "operations",
-            "plan_due_at = $1, plan_owner = $2",
-            "SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
-             ORDER BY plan_due_at LIMIT $4",
-            "plan_done = 0",
-            "id, account_sid, request, planned, send_at, expires_at, created_at",
-        );
-        let rows = sqlx::query(&sql)
-            .bind(now + lease_ms)
-            .bind(owner.as_str())
-            .bind(now)
-            .bind(limit)
-            .fetch_all(self.writer())
-            .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(PlanTask {
-                    operation_id: row.try_get(0)?,
-                    account_sid: row.try_get(1)?,
-                    request: row.try_get(2)?,
-                    planned: row.try_get(3)?,
-                    send_at: row.try_get(4)?,
-                    expires_at: row.try_get(5)?,
-                    created_at: row.try_get(6)?,
-                    owner: owner.clone(),
-                })
+        let store = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                store
+                    .claim_operations_to_plan_in(conn, now, lease_ms, limit)
+                    .await
             })
-            .collect()
+        })
+        .await
     }
 
     async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<bool> {
-        let now = now_ms();
-        let count = batch.notifications.len() as i64;
-        let (scheduled, queued) = match batch.scheduled_until {
-            Some(_) => (count, 0),
-            None => (0, count),
-        };
-        let mut tx = self.writer().begin().await?;
-        let owned = sqlx::query(
-            "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
-             unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
-             queued = queued + $9, updated_at = $10 \
-             WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0",
-        )
-        .bind(batch.operation_id.as_str())
-        .bind(batch.owner.as_str())
-        .bind(batch.planned_before)
-        .bind(batch.planned_after)
-        .bind(i64::from(batch.done))
-        .bind(batch.lease_until)
-        .bind(batch.unaddressable)
-        .bind(scheduled)
-        .bind(queued)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if owned == 0 {
-            tx.rollback().await?;
-            return Ok(false);
-        }
-        let mut events = PendingEvents::default();
-        if queued > 0 {
-            start_processing(&mut tx, &batch.operation_id, &mut events).await?;
-        }
-        let account_sid: String =
-            sqlx::query_scalar("SELECT account_sid FROM operations WHERE id = $1")
-                .bind(batch.operation_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
-        let status = if batch.scheduled_until.is_some() {
-            "SCHEDULED"
-        } else {
-            "QUEUED"
-        };
-        let due_at = batch.scheduled_until.unwrap_or(now);
-        let tags = batch.tags.to_json_string();
-        let keys = tag_keys(&batch.tags);
-        if !batch.notifications.is_empty() {
-            // $1..$9 are shared by every row; $10 is the rows, one JSON array each:
-            // [id, recipient_index, provider, token, credential_id, app_name, user_id].
-            let rows: Vec<_> = batch
-                .notifications
-                .iter()
-                .map(|n| {
-                    (
-                        ids::new_type_id(ids::PUSH_NOTIFICATION),
-                        n.recipient_index,
-                        n.provider.as_str(),
-                        n.token.as_str(),
-                        n.credential_id.as_str(),
-                        n.app_name.as_deref(),
-                        n.user_id.as_deref(),
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
-                 provider, token, credential_id, app_name, user_id, status, priority, tags, \
-                 tag_keys, due_at, expires_at, created_at, updated_at) \
-                 SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
-                 value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
-                 $3, $4, $5, $6, $7, $8, $9, $9 FROM {}",
-                json_values(self.backend(), 10)
-            );
-            sqlx::query(&sql)
-                .bind(account_sid.as_str())
-                .bind(batch.operation_id.as_str())
-                .bind(status)
-                .bind(batch.priority.as_str())
-                .bind(tags.as_str())
-                .bind(keys.as_str())
-                .bind(due_at)
-                .bind(batch.expires_at)
-                .bind(now)
-                .bind(json_list(&rows))
-                .execute(&mut *tx)
-                .await?;
-        }
-        if batch.done {
-            complete_finished(
-                &mut tx,
-                self.backend(),
-                std::slice::from_ref(&batch.operation_id),
-                now,
-                &mut events,
-            )
-            .await?;
-        }
-        events.insert(&mut tx, self.backend()).await?;
-        tx.commit().await?;
-        Ok(true)
+        let batch = batch.clone();
+        let store = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move { store.write_plan_batch_in(conn, &batch).await })
+        })
+        .await
     }
 
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64> {
-        let mut tx = self.writer().begin().await?;
-        let sql = self.claim_sql(
-            "notifications",
-            "status = 'QUEUED', updated_at = $1",
-            "SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
-             ORDER BY due_at LIMIT $2",
-            "status = 'SCHEDULED'",
-            "operation_id",
-        );
-        let mut deltas = StatDeltas::default();
-        let moved = Self::count_moved(
-            &mut tx,
-            sqlx::query(&sql).bind(now).bind(limit),
-            &mut deltas,
-            SCHEDULED,
-            QUEUED,
-        )
-        .await?
-        .len() as u64;
-        if moved == 0 {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        let mut events = PendingEvents::default();
-        deltas.apply(&mut tx, now, &mut events).await?;
-        events.insert(&mut tx, self.backend()).await?;
-        tx.commit().await?;
-        Ok(moved)
+        let store = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move { store.promote_scheduled_in(conn, now, limit).await })
+        })
+        .await
     }
 
     async fn claim_notifications(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Claim> {
-        let token = uuid::Uuid::new_v4().simple().to_string();
-        let lease_until = now + lease_ms;
-        let sql = self.claim_sql(
-            "notifications",
-            "due_at = $1, claim_token = $2, attempts = attempts + 1, updated_at = $3",
-            "SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at <= $3 \
-             ORDER BY due_at LIMIT $4",
-            "status = 'QUEUED'",
-            "id, operation_id, account_sid, recipient_index, provider, token, credential_id, \
-             app_name, user_id, attempts, expires_at",
-        );
-        let rows = sqlx::query(&sql)
-            .bind(lease_until)
-            .bind(token.as_str())
-            .bind(now)
-            .bind(limit)
-            .fetch_all(self.writer())
-            .await?;
-        let notifications = rows
-            .iter()
-            .map(|row| {
-                let provider: String = row.try_get(4)?;
-                Ok(ClaimedNotification {
-                    id: row.try_get(0)?,
-                    operation_id: row.try_get(1)?,
-                    account_sid: row.try_get(2)?,
-                    recipient_index: row.try_get(3)?,
-                    provider: stored_provider(&provider)?,
-                    token: row.try_get(5)?,
-                    credential_id: row.try_get(6)?,
-                    app_name: row.try_get(7)?,
-                    user_id: row.try_get(8)?,
-                    attempts: row.try_get(9)?,
-                    expires_at: row.try_get(10)?,
-                })
+        let store = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                store
+                    .claim_notifications_in(conn, now, lease_ms, limit)
+                    .await
             })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Claim {
-            token,
-            lease_until,
-            notifications,
         })
+        .await
     }
 
     async fn record_outcomes(
@@ -1289,92 +1417,16 @@ impl DeliveryStore for SqlStore {
         claim_token: &str,
         outcomes: &[OutcomeWrite],
     ) -> Result<OutcomeSummary> {
-        let now = now_ms();
-        let mut summary = OutcomeSummary::default();
-        let mut deltas = StatDeltas::default();
-        let mut events = PendingEvents::default();
-        let mut tx = self.writer().begin().await?;
-        let sent: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| o.kind == OutcomeKind::Sent)
-            .map(|o| o.id.as_str())
-            .collect();
-        if !sent.is_empty() {
-            let sql = format!(
-                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-                 claim_token = NULL, error = NULL \
-                 WHERE claim_token = $2 AND status = 'QUEUED' AND id IN ({}) \
-                 RETURNING operation_id",
-                json_texts(self.backend(), 3)
-            );
-            let query = sqlx::query(&sql)
-                .bind(now)
-                .bind(claim_token)
-                .bind(json_list(&sent));
-            let moved = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, SENT)
-                .await?
-                .len() as u64;
-            summary.sent += moved;
-            summary.stale += sent.len() as u64 - moved;
-        }
-        for outcome in outcomes {
-            match &outcome.kind {
-                OutcomeKind::Sent => {}
-                OutcomeKind::Retry { due_at, error } => {
-                    let updated = sqlx::query(
-                        "UPDATE notifications SET due_at = $3, claim_token = NULL, error = $4, \
-                         updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED'",
-                    )
-                    .bind(outcome.id.as_str())
-                    .bind(claim_token)
-                    .bind(*due_at)
-                    .bind(error.to_json().to_string())
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if updated > 0 {
-                        summary.retried += 1;
-                    } else {
-                        summary.stale += 1;
-                    }
-                }
-                OutcomeKind::Failed(error) => {
-                    let error = error.to_json();
-                    let query = sqlx::query(
-                        "UPDATE notifications SET status = 'FAILED', claim_token = NULL, \
-                         error = $3, updated_at = $4 \
-                         WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED' \
-                         RETURNING operation_id, account_sid",
-                    )
-                    .bind(outcome.id.as_str())
-                    .bind(claim_token)
-                    .bind(error.to_string())
-                    .bind(now);
-                    let moved =
-                        Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
-                    match moved.first() {
-                        Some(row) => {
-                            summary.failed += 1;
-                            let operation_id: String = row.try_get(0)?;
-                            events.notification_failed(
-                                row.try_get(1)?,
-                                &outcome.id,
-                                &operation_id,
-                                error,
-                            );
-                        }
-                        None => summary.stale += 1,
-                    }
-                }
-            }
-        }
-        deltas.apply(&mut tx, now, &mut events).await?;
-        summary.completed_operations =
-            complete_finished(&mut tx, self.backend(), &deltas.ids(), now, &mut events).await?;
-        events.insert(&mut tx, self.backend()).await?;
-        tx.commit().await?;
-        Ok(summary)
+        let (claim_token, outcomes) = (claim_token.to_owned(), outcomes.to_vec());
+        let store = self.clone();
+        self.write(move |conn| {
+            Box::pin(async move {
+                store
+                    .record_outcomes_in(conn, &claim_token, &outcomes)
+                    .await
+            })
+        })
+        .await
     }
 
     async fn fail_queued_for_credential(

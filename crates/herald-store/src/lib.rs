@@ -173,6 +173,33 @@ impl SqlStore {
     pub(crate) fn group_commit(&self) -> Option<&GroupCommit> {
         self.inner.group_commit.as_ref()
     }
+
+    /// Runs `write` as one write transaction, committed when this returns `Ok`; rolled back on
+    /// `Err`. On SQLite it joins the group commit (its own savepoint in a shared transaction); on
+    /// PostgreSQL it is a transaction of its own.
+    pub(crate) async fn write<T, F>(&self, write: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, Result<T>>
+            + Send
+            + 'static,
+    {
+        if let Some(group) = self.group_commit() {
+            return group.write(write).await;
+        }
+        let mut tx = self.writer().begin().await?;
+        match write(&mut tx).await {
+            Ok(value) => {
+                tx.commit().await?;
+                Ok(value)
+            }
+            Err(error) => {
+                // The error is the answer; a failed rollback only closes the connection.
+                let _ = tx.rollback().await;
+                Err(error)
+            }
+        }
+    }
     pub(crate) fn secrets(&self) -> &SecretBox {
         &self.inner.secrets
     }
