@@ -95,7 +95,11 @@ impl Sandbox {
             .arg("--credentials")
             .arg(&creds)
             .arg("--no-record")
-            .env("HERALD_LOG", "warn")
+            // BENCH_HERALD_LOG (e.g. `herald_delivery=debug`) for a closer look, with --keep.
+            .env(
+                "HERALD_LOG",
+                std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(log_file(&log)?))
             .stderr(Stdio::from(log_file(&log)?))
             .spawn()
@@ -167,7 +171,11 @@ impl Server {
             ])
             .env_remove("HERALD_DATABASE_URL")
             .env_remove("HERALD_CONFIG")
-            .env("HERALD_LOG", "warn")
+            // BENCH_HERALD_LOG (e.g. `herald_delivery=debug`) for a closer look, with --keep.
+            .env(
+                "HERALD_LOG",
+                std::env::var("BENCH_HERALD_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::from(log_file(&log)?))
             .stderr(Stdio::from(log_file(&log)?));
         for (k, v) in &sandbox.env {

@@ -147,6 +147,11 @@ pub async fn fanout(
     for poster in posters {
         ids.extend(poster.await??);
     }
+    eprintln!(
+        "  all {} sends accepted after {:.2} s",
+        ids.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut sent = 0u64;
     let mut other = 0u64;
     let mut pending = ids;

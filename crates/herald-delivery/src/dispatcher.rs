@@ -73,6 +73,7 @@ struct CredentialFailure {
 }
 
 async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::StoreError> {
+    let claimed_at = std::time::Instant::now();
     let contexts = operation_contexts(shared, &claim.notifications).await?;
     let mut credentials: HashMap<String, CredentialState> = HashMap::new();
     for n in &claim.notifications {
@@ -145,6 +146,12 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
             }
         });
     let results = join_all(sends).await;
+    let sent_at = std::time::Instant::now();
+    tracing::debug!(
+        count = results.len(),
+        send_ms = (sent_at - claimed_at).as_millis() as u64,
+        "batch sent"
+    );
 
     let mut writes = Vec::with_capacity(results.len());
     let mut dead: Vec<DeadDevice> = Vec::new();
@@ -235,6 +242,11 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
     }
 
     record(shared, &claim.token, &writes).await?;
+    tracing::debug!(
+        count = writes.len(),
+        record_ms = sent_at.elapsed().as_millis() as u64,
+        "batch recorded"
+    );
 
     for (credential, failure) in broken {
         tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; failing its queued notifications");

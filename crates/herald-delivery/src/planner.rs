@@ -169,10 +169,17 @@ async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
             scheduled_until: task.send_at.filter(|at| *at > now),
             expires_at: task.expires_at,
         };
+        let writing = std::time::Instant::now();
         if !shared.store.write_plan_batch(&batch).await? {
             tracing::info!(operation = %task.operation_id, "plan lease lost or operation canceled");
             return Ok(());
         }
+        tracing::debug!(
+            operation = %task.operation_id,
+            rows = batch.notifications.len(),
+            write_ms = writing.elapsed().as_millis() as u64,
+            "plan batch written"
+        );
         if batch.scheduled_until.is_none() && !batch.notifications.is_empty() {
             shared.wake_dispatchers.notify_waiters();
         }

@@ -19,7 +19,7 @@
 //!   the same transaction as the change they report, so an event exists if and only if the change
 //!   committed (see `docs/events.md`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use herald_core::send::SendRequest;
@@ -804,19 +804,23 @@ async fn insert_operation(
     let base = new.request.send_at_ms.unwrap_or(now).max(now);
     let expires_at = base + i64::from(new.request.ttl) * 1000;
     sqlx::query(
-        "INSERT INTO operations (id, account_sid, status, request, recipients, plan_due_at, \
+        "INSERT INTO operations (id, account_sid, status, recipients, plan_due_at, \
          send_at, expires_at, created_at, updated_at) \
-         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $7, $5, $5)",
+         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)",
     )
     .bind(id)
     .bind(new.account_sid.as_str())
-    .bind(request)
     .bind(new.request.to.len() as i64)
     .bind(now)
     .bind(new.request.send_at_ms)
     .bind(expires_at)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
+        .bind(id)
+        .bind(request)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -1021,7 +1025,7 @@ impl SqlStore {
             "SELECT id FROM operations WHERE plan_done = 0 AND plan_due_at <= $3 \
              ORDER BY plan_due_at LIMIT $4",
             "plan_done = 0",
-            "id, account_sid, request, planned, send_at, expires_at, created_at",
+            "id, account_sid, planned, send_at, expires_at, created_at",
         );
         let rows = sqlx::query(&sql)
             .bind(now + lease_ms)
@@ -1030,16 +1034,37 @@ impl SqlStore {
             .bind(limit)
             .fetch_all(&mut *tx)
             .await?;
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = rows
+            .iter()
+            .map(|row| row.try_get(0))
+            .collect::<std::result::Result<Vec<String>, _>>()?;
+        let requests_sql = format!(
+            "SELECT operation_id, request FROM operation_requests WHERE operation_id IN ({})",
+            json_texts(self.backend(), 1)
+        );
+        let mut requests: HashMap<String, String> = sqlx::query(&requests_sql)
+            .bind(json_list(&ids))
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_>>()?;
         rows.iter()
             .map(|row| {
+                let operation_id: String = row.try_get(0)?;
                 Ok(PlanTask {
-                    operation_id: row.try_get(0)?,
+                    request: requests.remove(&operation_id).ok_or_else(|| {
+                        StoreError::Config(format!("operation {operation_id} has no request"))
+                    })?,
+                    operation_id,
                     account_sid: row.try_get(1)?,
-                    request: row.try_get(2)?,
-                    planned: row.try_get(3)?,
-                    send_at: row.try_get(4)?,
-                    expires_at: row.try_get(5)?,
-                    created_at: row.try_get(6)?,
+                    planned: row.try_get(2)?,
+                    send_at: row.try_get(3)?,
+                    expires_at: row.try_get(4)?,
+                    created_at: row.try_get(5)?,
                     owner: owner.clone(),
                 })
             })
@@ -1353,7 +1378,9 @@ impl DeliveryStore for SqlStore {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT id, request, expires_at FROM operations WHERE id IN ({})",
+            "SELECT o.id, r.request, o.expires_at \
+             FROM operations o JOIN operation_requests r ON r.operation_id = o.id \
+             WHERE o.id IN ({})",
             json_texts(self.backend(), 1)
         );
         let rows = sqlx::query(&sql)

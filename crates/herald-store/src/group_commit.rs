@@ -2,10 +2,10 @@
 //!
 //! SQLite has one writer, and with `synchronous = FULL` every commit waits for the disk (about a
 //! quarter of a millisecond here). Sixty-four clients each sending one small write would spend the
-//! writer's whole time waiting on fsync. So the hot single-row writes (accepting a send,
-//! registering a device) go to one task that takes every write waiting in its queue, runs each
-//! inside its own `SAVEPOINT` of one shared transaction, commits once, and only then answers the
-//! callers. A write that fails rolls back to its savepoint and answers with its error; the others
+//! writer's whole time waiting on fsync. So the hot writes (accepting a send, registering a
+//! device, and the delivery engine's plan, claim and outcome transactions) go to one task that
+//! takes every write waiting in its queue, runs each inside its own `SAVEPOINT` of one shared
+//! transaction, commits once, and only then answers the callers. A write that fails rolls back to its savepoint and answers with its error; the others
 //! are unaffected. A failed commit fails every write of the batch: nothing is answered as stored
 //! before it is on disk.
 //!
@@ -110,20 +110,9 @@ async fn write_batch(
         }
         let (ok, reply) = job(&mut tx).await;
         replies.push(reply);
-        let mut end = Ok(());
-        if !ok {
-            end = sqlx::query("ROLLBACK TO one_write")
-                .execute(&mut *tx)
-                .await
-                .map(drop);
-        }
-        if end.is_ok() {
-            end = sqlx::query("RELEASE one_write")
-                .execute(&mut *tx)
-                .await
-                .map(drop);
-        }
-        if let Err(error) = end {
+        // Savepoints are not released: they nest until the commit releases them all, which
+        // saves a round trip to SQLite's worker thread per write.
+        if !ok && let Err(error) = sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await {
             let _ = tx.rollback().await;
             return Err((error.into(), replies));
         }
