@@ -34,9 +34,20 @@ pub(crate) struct GroupCommit {
 impl GroupCommit {
     /// Starts the task that writes through `writer` (a pool; the task takes its connection per
     /// batch, so other writers interleave between batches).
+    ///
+    /// The task has a thread of its own (a one-thread runtime): every statement is a round trip
+    /// to SQLite's worker thread, and on the shared runtime each of those waited behind whatever
+    /// the other tasks were doing (HTTP/2 sends, request parsing), leaving the writer idle.
     pub(crate) fn start(writer: AnyPool) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
-        tokio::spawn(run(writer, jobs));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a one-thread runtime for the group commit");
+        std::thread::Builder::new()
+            .name("herald-group-commit".into())
+            .spawn(move || runtime.block_on(run(writer, jobs)))
+            .expect("a thread for the group commit");
         Self { queue }
     }
 

@@ -35,6 +35,7 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool)> {
         Box::pin(async move {
             conn.execute(
                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
+                 PRAGMA temp_store = MEMORY; \
                  PRAGMA foreign_keys = ON;",
             )
             .await?;
