@@ -114,16 +114,27 @@ async fn write_batch(
         Ok(tx) => tx,
         Err(error) => return Err((error.into(), replies)),
     };
+    // Each write gets a savepoint; the previous one is released in the same round trip to
+    // SQLite's worker thread, so savepoints do not pile up over a batch of 256 writes.
+    let mut open = false;
     for job in batch {
-        if let Err(error) = sqlx::query("SAVEPOINT one_write").execute(&mut *tx).await {
+        let start = if open {
+            "RELEASE one_write; SAVEPOINT one_write"
+        } else {
+            "SAVEPOINT one_write"
+        };
+        if let Err(error) = sqlx::query(start).execute(&mut *tx).await {
             let _ = tx.rollback().await;
             return Err((error.into(), replies));
         }
+        open = true;
         let (ok, reply) = job(&mut tx).await;
         replies.push(reply);
-        // Savepoints are not released: they nest until the commit releases them all, which
-        // saves a round trip to SQLite's worker thread per write.
-        if !ok && let Err(error) = sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await {
+        if !ok
+            && let Err(error) = sqlx::query("ROLLBACK TO one_write")
+                .execute(&mut *tx)
+                .await
+        {
             let _ = tx.rollback().await;
             return Err((error.into(), replies));
         }
