@@ -353,55 +353,54 @@ async fn register_in(
     let token = request.token.as_str();
     let hash = token_hash(token);
 
-    let app_exists = sqlx::query("SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2")
-        .bind(account_sid)
-        .bind(app)
-        .fetch_optional(&mut *conn)
-        .await?
-        .is_some();
-    if !app_exists {
-        return Err(StoreError::invalid(
-            "appName",
-            format!("app {app:?} does not exist; an app is made by its first credential"),
-        ));
-    }
-    if let Some(user_id) = request.user_id {
-        let user_exists = sqlx::query("SELECT 1 FROM users WHERE account_sid = $1 AND id = $2")
-            .bind(account_sid)
-            .bind(user_id)
-            .fetch_optional(&mut *conn)
-            .await?
-            .is_some();
-        if !user_exists {
-            return Err(StoreError::invalid(
-                "userId",
-                format!("user {user_id} does not exist"),
-            ));
-        }
-    }
-
-    let existing = sqlx::query(
-        "SELECT d.registration_id, r.user_id, d.status \
-         FROM devices d JOIN device_registrations r ON r.id = d.registration_id \
-         WHERE d.account_sid = $1 AND d.app_name = $2 AND d.provider = $3 \
-           AND d.token_hash = $4 AND d.token = $5",
+    // One round trip for the three checks (on SQLite every statement is a hand-off to the
+    // writer's thread): does the app exist, does the named user exist, and who has the device.
+    let row = sqlx::query(
+        "SELECT \
+           CAST(CASE WHEN EXISTS (SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2) \
+                THEN 1 ELSE 0 END AS BIGINT), \
+           CAST(CASE WHEN $6 IS NULL \
+                  OR EXISTS (SELECT 1 FROM users WHERE account_sid = $1 AND id = $6) \
+                THEN 1 ELSE 0 END AS BIGINT), \
+           d.registration_id, r.user_id, d.status \
+         FROM (SELECT 1 AS one) AS checks \
+         LEFT JOIN devices d ON d.account_sid = $1 AND d.app_name = $2 AND d.provider = $3 \
+           AND d.token_hash = $4 AND d.token = $5 \
+         LEFT JOIN device_registrations r ON r.id = d.registration_id",
     )
     .bind(account_sid)
     .bind(app)
     .bind(provider)
     .bind(&hash)
     .bind(token)
-    .fetch_optional(&mut *conn)
-    .await?
-    .map(|row| -> Result<ExistingDevice> {
-        let status: String = row.try_get(2)?;
-        Ok(ExistingDevice {
-            registration_id: row.try_get(0)?,
-            user_id: row.try_get(1)?,
-            status: stored_status(&status)?,
-        })
-    })
-    .transpose()?;
+    .bind(request.user_id)
+    .fetch_one(&mut *conn)
+    .await?;
+    let app_exists: i64 = row.try_get(0)?;
+    if app_exists == 0 {
+        return Err(StoreError::invalid(
+            "appName",
+            format!("app {app:?} does not exist; an app is made by its first credential"),
+        ));
+    }
+    let user_exists: i64 = row.try_get(1)?;
+    if let (Some(user_id), 0) = (request.user_id, user_exists) {
+        return Err(StoreError::invalid(
+            "userId",
+            format!("user {user_id} does not exist"),
+        ));
+    }
+    let existing = match row.try_get::<Option<String>, _>(2)? {
+        None => None,
+        Some(registration_id) => {
+            let status: String = row.try_get(4)?;
+            Some(ExistingDevice {
+                registration_id,
+                user_id: row.try_get(3)?,
+                status: stored_status(&status)?,
+            })
+        }
+    };
     let now = now_ms();
 
     // Already registered for this user (or for anyone, when no user is named): idempotent,

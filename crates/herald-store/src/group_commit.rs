@@ -130,11 +130,7 @@ async fn write_batch(
         open = true;
         let (ok, reply) = job(&mut tx).await;
         replies.push(reply);
-        if !ok
-            && let Err(error) = sqlx::query("ROLLBACK TO one_write")
-                .execute(&mut *tx)
-                .await
-        {
+        if !ok && let Err(error) = sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await {
             let _ = tx.rollback().await;
             return Err((error.into(), replies));
         }
