@@ -35,18 +35,20 @@ impl GroupCommit {
     /// Starts the task that writes through `writer` (a pool; the task takes its connection per
     /// batch, so other writers interleave between batches).
     ///
-    /// The task has a thread of its own (a one-thread runtime): every statement is a round trip
-    /// to SQLite's worker thread, and on the shared runtime each of those waited behind whatever
-    /// the other tasks were doing (HTTP/2 sends, request parsing), leaving the writer idle.
+    /// The task has a thread of its own, driven by [`spinning_block_on`]: every statement is a
+    /// round trip to sqlx's SQLite worker thread, and a thread that sleeps between them pays a
+    /// wake-up (tens of µs here) per statement. On the shared runtime the task also waited behind
+    /// HTTP/2 and request tasks. Timers and the tasks sqlx spawns (returning a connection to the
+    /// pool) go to the runtime that opened the store.
     pub(crate) fn start(writer: AnyPool) -> Self {
         let (queue, jobs) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a one-thread runtime for the group commit");
+        let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("herald-group-commit".into())
-            .spawn(move || runtime.block_on(run(writer, jobs)))
+            .spawn(move || {
+                let _context = runtime.enter();
+                spinning_block_on(run(writer, jobs));
+            })
             .expect("a thread for the group commit");
         Self { queue }
     }
@@ -82,6 +84,55 @@ fn batch_failed(error: &StoreError) -> StoreError {
     StoreError::Database(sqlx::Error::Protocol(format!(
         "the transaction holding this write failed: {error}"
     )))
+}
+
+/// How long the group-commit thread spins for a wake-up before it sleeps.
+const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+
+/// Runs `future` to completion on this thread. Between polls it spins for up to [`SPIN`] before
+/// sleeping, so an answer from SQLite's worker thread (which comes within a few µs) costs no
+/// wake-up; an idle queue still sleeps.
+fn spinning_block_on<F: std::future::Future>(future: F) -> F::Output {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Flag {
+        woken: AtomicBool,
+        thread: std::thread::Thread,
+    }
+    impl Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.woken.store(true, Ordering::Release);
+            self.thread.unpark();
+        }
+    }
+
+    let flag = Arc::new(Flag {
+        woken: AtomicBool::new(true),
+        thread: std::thread::current(),
+    });
+    let waker = Waker::from(flag.clone());
+    let mut context = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if flag.woken.swap(false, Ordering::AcqRel)
+            && let Poll::Ready(output) = future.as_mut().poll(&mut context)
+        {
+            return output;
+        }
+        let spinning_since = std::time::Instant::now();
+        while !flag.woken.load(Ordering::Acquire) {
+            if spinning_since.elapsed() < SPIN {
+                std::hint::spin_loop();
+            } else {
+                std::thread::park();
+            }
+        }
+    }
 }
 
 async fn run(writer: AnyPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
