@@ -345,6 +345,7 @@ impl SqlStore {
 
 async fn register_in(
     conn: &mut AnyConnection,
+    backend: Backend,
     account_sid: &str,
     request: &RegisterDevice<'_>,
 ) -> Result<Registered> {
@@ -429,6 +430,40 @@ async fn register_in(
             registration_id: device.registration_id.clone(),
             user_id: device.user_id.clone(),
             change,
+        });
+    }
+
+    // A new user: its user, registration and device rows. On SQLite in one round trip to the
+    // writer's thread (sqlx runs every statement of the text, `$N` numbering the arguments
+    // across them); PostgreSQL takes no multi-statement prepared queries, so it runs the
+    // general path below.
+    if request.user_id.is_none() && backend == Backend::Sqlite {
+        let user_id = ids::new_type_id(ids::USER);
+        let registration_id = ids::new_type_id(ids::DEVICE_REGISTRATION);
+        sqlx::query(
+            "INSERT INTO users (id, account_sid, created_at, updated_at) \
+             VALUES ($1, $2, $3, $3); \
+             INSERT INTO device_registrations \
+               (id, account_sid, app_name, user_id, created_at, updated_at) \
+             VALUES ($4, $2, $5, $1, $3, $3); \
+             INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
+                                  registration_id, status, created_at) \
+             VALUES ($2, $5, $6, $7, $8, $4, 'ACTIVE', $3)",
+        )
+        .bind(&user_id)
+        .bind(account_sid)
+        .bind(now)
+        .bind(&registration_id)
+        .bind(app)
+        .bind(provider)
+        .bind(&hash)
+        .bind(token)
+        .execute(&mut *conn)
+        .await?;
+        return Ok(Registered {
+            registration_id,
+            user_id,
+            change: RegisterChange::NewUser,
         });
     }
 
@@ -629,13 +664,13 @@ impl DeviceStore for SqlStore {
                             token: &token,
                             user_id: user_id.as_deref(),
                         };
-                        register_in(conn, &account_sid, &request).await
+                        register_in(conn, Backend::Sqlite, &account_sid, &request).await
                     })
                 })
                 .await;
         }
         write_tx!(self, |tx| {
-            register_in(&mut tx, account_sid, request).await?
+            register_in(&mut tx, self.backend(), account_sid, request).await?
         })
     }
 
