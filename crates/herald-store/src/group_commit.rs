@@ -5,9 +5,9 @@
 //! writer's whole time waiting on fsync. So the hot writes (accepting a send, registering a
 //! device, and the delivery engine's plan, claim and outcome transactions) go to one task that
 //! takes every write waiting in its queue, runs each inside its own `SAVEPOINT` of one shared
-//! transaction, commits once, and only then answers the callers. A write that fails rolls back to its savepoint and answers with its error; the others
-//! are unaffected. A failed commit fails every write of the batch: nothing is answered as stored
-//! before it is on disk.
+//! transaction, commits once, and only then answers the callers. A write that fails rolls back to
+//! its savepoint and answers with its error; the others are unaffected. A failed commit fails
+//! every write of the batch: nothing is answered as stored before it is on disk.
 //!
 //! PostgreSQL does not use this: it has many writers and groups concurrent commits itself.
 
