@@ -781,7 +781,7 @@ async fn create_operation_in(
             .await?;
         }
     }
-    insert_operation(conn, backend, &id, &new, now).await?;
+    insert_operation(conn, &id, &new, now).await?;
     if new.request.send_at_ms.is_some_and(|at| at > now) {
         let mut events = PendingEvents::default();
         events.operation(&id, types::OPERATION_SCHEDULED);
@@ -795,47 +795,32 @@ async fn create_operation_in(
 
 async fn insert_operation(
     conn: &mut AnyConnection,
-    backend: Backend,
     id: &str,
     new: &NewOperation,
     now: i64,
 ) -> Result<()> {
-    const OPERATION: &str = "INSERT INTO operations (id, account_sid, status, recipients, \
-         plan_due_at, send_at, expires_at, created_at, updated_at) \
-         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)";
     let request = serde_json::to_string(&new.request)
         .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
     let base = new.request.send_at_ms.unwrap_or(now).max(now);
     let expires_at = base + i64::from(new.request.ttl) * 1000;
-    // On SQLite both rows in one round trip to the writer's thread (sqlx runs every statement
-    // of the text, `$N` numbering the arguments across them); PostgreSQL takes no
-    // multi-statement prepared queries.
-    let both = format!(
-        "{OPERATION}; INSERT INTO operation_requests (operation_id, request) VALUES ($1, $7)"
-    );
-    let operation = sqlx::query(match backend {
-        Backend::Sqlite => both.as_str(),
-        Backend::Postgres => OPERATION,
-    })
+    sqlx::query(
+        "INSERT INTO operations (id, account_sid, status, recipients, plan_due_at, \
+         send_at, expires_at, created_at, updated_at) \
+         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)",
+    )
     .bind(id)
     .bind(new.account_sid.as_str())
     .bind(new.request.to.len() as i64)
     .bind(now)
     .bind(new.request.send_at_ms)
-    .bind(expires_at);
-    match backend {
-        Backend::Sqlite => {
-            operation.bind(request).execute(&mut *conn).await?;
-        }
-        Backend::Postgres => {
-            operation.execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
-                .bind(id)
-                .bind(request)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    .bind(expires_at)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
+        .bind(id)
+        .bind(request)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
