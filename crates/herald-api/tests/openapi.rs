@@ -1627,9 +1627,11 @@ async fn deliver(server: &TestServer, id: &str, apn: &str, fcm: &str, user_id: &
             tags: Tags::from_json(&json!({"campaign": "shipping"})).unwrap(),
             scheduled_until: None,
             expires_at: task.expires_at,
+            claim: false,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .is_some();
     assert!(planned);
     let claim = server
         .store
@@ -1641,6 +1643,7 @@ async fn deliver(server: &TestServer, id: &str, apn: &str, fcm: &str, user_id: &
         .iter()
         .map(|n| OutcomeWrite {
             id: n.id.clone(),
+            operation_id: n.operation_id.clone(),
             kind: match n.provider {
                 Provider::Apn => OutcomeKind::Sent,
                 Provider::Fcm => OutcomeKind::Failed(NotificationError {

@@ -91,9 +91,11 @@ async fn plan(server: &TestServer, id: &str, notifications: Vec<NewNotification>
             tags,
             scheduled_until: None,
             expires_at: task.expires_at,
+            claim: false,
         })
         .await
-        .unwrap();
+        .unwrap()
+        .is_some();
     assert!(ok);
 }
 
@@ -157,6 +159,7 @@ async fn fixture_operations(server: &TestServer) -> Fixture {
         .iter()
         .map(|n| OutcomeWrite {
             id: n.id.clone(),
+            operation_id: n.operation_id.clone(),
             kind: if n.provider == Provider::Apn {
                 OutcomeKind::Sent
             } else {

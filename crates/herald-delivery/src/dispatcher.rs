@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 use herald_core::time::now_ms;
@@ -18,15 +18,29 @@ use herald_store::delivery::{
 use herald_store::devices::{DeadDevice, InvalidatedDevice};
 use tokio::sync::watch;
 
+use crate::Shared;
 use crate::credentials::{Client, CredentialState, Loaded};
 use crate::message::{OperationContext, Prepared};
-use crate::{Shared, idle};
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, worker: usize) {
+    // Batches handed over by the planner come first, but the store (retries, schedules, other
+    // nodes' expired leases) is still asked at least every poll interval.
+    let mut store_checked = Instant::now();
     loop {
         if *stopped.borrow() {
+            // What the planner handed over is sent before stopping.
+            while let Ok(claim) = shared.handoff.try_recv() {
+                dispatch_logged(&shared, claim, worker).await;
+            }
             return;
         }
+        if store_checked.elapsed() < shared.config.poll_interval
+            && let Ok(claim) = shared.handoff.try_recv()
+        {
+            dispatch_logged(&shared, claim, worker).await;
+            continue;
+        }
+        store_checked = Instant::now();
         let lease_ms = shared.config.lease.as_millis() as i64;
         match shared
             .store
@@ -34,24 +48,33 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             .await
         {
             Ok(claim) if !claim.notifications.is_empty() => {
-                let count = claim.notifications.len();
-                if let Err(error) = dispatch(&shared, claim).await {
-                    tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
-                }
+                dispatch_logged(&shared, claim, worker).await;
                 continue;
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(worker, %error, "claiming notifications failed"),
         }
-        if !idle(
-            &shared.wake_dispatchers,
-            shared.config.poll_interval,
-            &mut stopped,
-        )
-        .await
-        {
-            return;
+        if let Ok(claim) = shared.handoff.try_recv() {
+            dispatch_logged(&shared, claim, worker).await;
+            continue;
         }
+        tokio::select! {
+            handed = shared.handoff.recv_async() => {
+                if let Ok(claim) = handed {
+                    dispatch_logged(&shared, claim, worker).await;
+                }
+            }
+            () = shared.wake_dispatchers.notified() => {}
+            () = tokio::time::sleep(shared.config.poll_interval) => {}
+            _ = stopped.changed() => {}
+        }
+    }
+}
+
+async fn dispatch_logged(shared: &Shared, claim: Claim, worker: usize) {
+    let count = claim.notifications.len();
+    if let Err(error) = dispatch(shared, claim).await {
+        tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
     }
 }
 
@@ -210,6 +233,7 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         };
         writes.push(OutcomeWrite {
             id: n.id.clone(),
+            operation_id: n.operation_id.clone(),
             kind,
         });
     }

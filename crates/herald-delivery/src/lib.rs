@@ -4,7 +4,8 @@
 //! operation (stored by the API) ──► planner: resolves `to` in batches into push-notification
 //!                                   rows (SCHEDULED or QUEUED), with a resume point
 //! scheduler: SCHEDULED rows whose sendAt came → QUEUED
-//! dispatchers: claim a batch of due QUEUED rows (lease) → send through the provider clients
+//! dispatchers: take a batch the planner wrote already claimed (handed over in memory), or claim
+//!              a batch of due QUEUED rows (lease) → send through the provider clients
 //!              (bounded concurrency per credential) → write the outcomes in one transaction
 //! maintenance: prunes finished operations after the retention period
 //! ```
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use herald_providers::Providers;
 use herald_store::Store;
+use herald_store::delivery::Claim;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
@@ -96,6 +98,11 @@ pub(crate) struct Shared {
     pub wake_planner: Arc<Notify>,
     /// Woken by the planner and scheduler when rows became due.
     pub wake_dispatchers: Notify,
+    /// Batches the planner inserted already claimed, for the next free dispatcher. Bounded, so
+    /// the planner runs at most a batch ahead of the dispatchers (a claimed batch waiting here
+    /// holds its lease).
+    pub handoff_send: flume::Sender<Claim>,
+    pub handoff: flume::Receiver<Claim>,
     pub credentials: credentials::CredentialCache,
     pub operations: message::OperationCache,
 }
@@ -116,6 +123,7 @@ impl Engine {
         wake: Arc<Notify>,
     ) -> Engine {
         let (stop, stopped) = watch::channel(false);
+        let (handoff_send, handoff) = flume::bounded(1);
         let shared = Arc::new(Shared {
             store,
             providers,
@@ -127,6 +135,8 @@ impl Engine {
             config,
             wake_planner: wake,
             wake_dispatchers: Notify::new(),
+            handoff_send,
+            handoff,
         });
         let mut tasks = vec![
             tokio::spawn(planner::run(shared.clone(), stopped.clone())),

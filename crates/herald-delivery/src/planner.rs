@@ -11,7 +11,7 @@ use herald_core::Provider;
 use herald_core::credential_content::PushCredentialType;
 use herald_core::send::{Recipient, SendRequest, Sender};
 use herald_core::time::now_ms;
-use herald_store::delivery::{NewNotification, PlanBatch, PlanTask};
+use herald_store::delivery::{Claim, NewNotification, PlanBatch, PlanTask};
 use herald_store::{Store, StoreError};
 use tokio::sync::watch;
 
@@ -48,7 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
                         return;
                     }
                     let id = task.operation_id.clone();
-                    if let Err(error) = plan(&shared, task).await {
+                    if let Err(error) = plan(&shared, task, &mut stopped).await {
                         tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
                     }
                 }
@@ -135,8 +135,13 @@ pub(crate) async fn route(
     }
 }
 
-/// Plans one claimed operation to the end (or until its lease is lost).
-async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
+/// Plans one claimed operation to the end (or until its lease is lost, or the engine stops).
+/// QUEUED rows are written already claimed and handed to a dispatcher in memory.
+async fn plan(
+    shared: &Shared,
+    task: PlanTask,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<(), StoreError> {
     let request: SendRequest = serde_json::from_str(&task.request)
         .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
     let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
@@ -168,20 +173,38 @@ async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
             tags: request.tags.clone(),
             scheduled_until: task.send_at.filter(|at| *at > now),
             expires_at: task.expires_at,
+            claim: true,
         };
         let writing = std::time::Instant::now();
-        if !shared.store.write_plan_batch(&batch).await? {
+        let Some(claim) = shared.store.write_plan_batch(&batch).await? else {
             tracing::info!(operation = %task.operation_id, "plan lease lost or operation canceled");
             return Ok(());
-        }
+        };
         tracing::debug!(
             operation = %task.operation_id,
             rows = batch.notifications.len(),
             write_ms = writing.elapsed().as_millis() as u64,
             "plan batch written"
         );
-        if batch.scheduled_until.is_none() && !batch.notifications.is_empty() {
-            shared.wake_dispatchers.notify_waiters();
+        // Handed over in claims of the dispatchers' batch size. Waits while every dispatcher is
+        // busy and a batch is waiting already. A batch not taken before the engine stops is
+        // sent when its lease ends, as after a crash.
+        let chunk = shared.config.claim_batch.max(1) as usize;
+        let mut rows = claim.notifications.into_iter().peekable();
+        while rows.peek().is_some() {
+            let part = Claim {
+                token: claim.token.clone(),
+                lease_until: claim.lease_until,
+                notifications: rows.by_ref().take(chunk).collect(),
+            };
+            tokio::select! {
+                sent = shared.handoff_send.send_async(part) => {
+                    if sent.is_err() {
+                        return Ok(());
+                    }
+                }
+                _ = stopped.changed() => return Ok(()),
+            }
         }
         planned = end;
         if batch.done {

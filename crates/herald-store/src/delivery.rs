@@ -9,8 +9,10 @@
 //! - a claim takes a batch of due `QUEUED` rows, moves their `due_at` to the end of the lease and
 //!   stamps them with a claim token (PostgreSQL: `FOR UPDATE SKIP LOCKED`, so nodes never take the
 //!   same rows; SQLite: one `UPDATE ... WHERE id IN (SELECT ... LIMIT n) RETURNING` on the single
-//!   writer). An outcome write names the token, so a node whose lease expired and was taken over
-//!   cannot overwrite the new owner's result. A row whose lease expires is due again by itself;
+//!   writer); the planner may instead insert its QUEUED rows already claimed
+//!   ([`PlanBatch::claim`]). An outcome write names the token, so a node whose lease expired and
+//!   was taken over cannot overwrite the new owner's result. A row whose lease expires is due
+//!   again by itself;
 //! - the operation's stats are counters updated in the same transaction as every status change,
 //!   so they always add up; the operation is `COMPLETED` (or `CANCELED` after a cancel) in the
 //!   transaction that leaves it with nothing to plan, schedule or send;
@@ -178,6 +180,10 @@ pub struct PlanBatch {
     /// `Some(sendAt)` while sendAt is in the future: the rows are SCHEDULED until then.
     pub scheduled_until: Option<i64>,
     pub expires_at: i64,
+    /// Insert the QUEUED rows already claimed by the caller (leased until `lease_until`, first
+    /// attempt counted), and return them as a [`Claim`]: the planner hands them straight to a
+    /// dispatcher, which saves claiming them in another write. Ignored for SCHEDULED rows.
+    pub claim: bool,
 }
 
 /// A claimed notification, with what the dispatcher needs to send it.
@@ -266,6 +272,9 @@ pub enum OutcomeKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutcomeWrite {
     pub id: String,
+    /// The notification's operation (from its claim): the stats it counts toward. A row is
+    /// only written when id, operation and claim token all match.
+    pub operation_id: String,
     pub kind: OutcomeKind,
 }
 
@@ -322,9 +331,10 @@ pub trait DeliveryStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<PlanTask>>;
-    /// Writes one planning step atomically (rows, stats, resume point). `false` when the plan
-    /// lease was lost or the operation canceled meanwhile: nothing was written.
-    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<bool>;
+    /// Writes one planning step atomically (rows, stats, resume point). `None` when the plan
+    /// lease was lost or the operation canceled meanwhile: nothing was written. Otherwise the
+    /// claim of the rows inserted claimed (empty unless `batch.claim` and the rows are QUEUED).
+    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>>;
     /// Moves due SCHEDULED notifications to QUEUED (their operations to PROCESSING); returns how
     /// many moved.
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64>;
@@ -826,7 +836,11 @@ async fn insert_operation(
 
 /// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
 impl SqlStore {
-    async fn write_plan_batch_in(&self, tx: &mut AnyConnection, batch: &PlanBatch) -> Result<bool> {
+    async fn write_plan_batch_in(
+        &self,
+        tx: &mut AnyConnection,
+        batch: &PlanBatch,
+    ) -> Result<Option<Claim>> {
         let now = now_ms();
         let count = batch.notifications.len() as i64;
         let (scheduled, queued) = match batch.scheduled_until {
@@ -853,8 +867,14 @@ impl SqlStore {
         .await?
         .rows_affected();
         if owned == 0 {
-            return Ok(false);
+            return Ok(None);
         }
+        let mut claim = Claim {
+            token: uuid::Uuid::new_v4().simple().to_string(),
+            lease_until: batch.lease_until,
+            notifications: Vec::new(),
+        };
+        let claimed = batch.claim && queued > 0;
         let mut events = PendingEvents::default();
         if queued > 0 {
             start_processing(tx, &batch.operation_id, &mut events).await?;
@@ -869,18 +889,29 @@ impl SqlStore {
         } else {
             "QUEUED"
         };
-        let due_at = batch.scheduled_until.unwrap_or(now);
+        // Rows claimed here are due again when the claim's lease ends, like any claimed row.
+        let (due_at, claim_token, attempts) = match batch.scheduled_until {
+            Some(send_at) => (send_at, None, 0),
+            None if claimed => (batch.lease_until, Some(claim.token.as_str()), 1),
+            None => (now, None, 0),
+        };
         let tags = batch.tags.to_json_string();
         let keys = tag_keys(&batch.tags);
         if !batch.notifications.is_empty() {
-            // $1..$9 are shared by every row; $10 is the rows, one JSON array each:
+            let ids: Vec<String> = batch
+                .notifications
+                .iter()
+                .map(|_| ids::new_type_id(ids::PUSH_NOTIFICATION))
+                .collect();
+            // $1..$11 are shared by every row; $12 is the rows, one JSON array each:
             // [id, recipient_index, provider, token, credential_id, app_name, user_id].
             let rows: Vec<_> = batch
                 .notifications
                 .iter()
-                .map(|n| {
+                .zip(&ids)
+                .map(|(n, id)| {
                     (
-                        ids::new_type_id(ids::PUSH_NOTIFICATION),
+                        id.as_str(),
                         n.recipient_index,
                         n.provider.as_str(),
                         n.token.as_str(),
@@ -893,11 +924,11 @@ impl SqlStore {
             let sql = format!(
                 "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
                  provider, token, credential_id, app_name, user_id, status, priority, tags, \
-                 tag_keys, due_at, expires_at, created_at, updated_at) \
+                 tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
                  SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
                  value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
-                 $3, $4, $5, $6, $7, $8, $9, $9 FROM {}",
-                json_values(self.backend(), 10)
+                 $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
+                json_values(self.backend(), 12)
             );
             sqlx::query(&sql)
                 .bind(account_sid.as_str())
@@ -909,9 +940,31 @@ impl SqlStore {
                 .bind(due_at)
                 .bind(batch.expires_at)
                 .bind(now)
+                .bind(claim_token)
+                .bind(attempts)
                 .bind(json_list(&rows))
                 .execute(&mut *tx)
                 .await?;
+            if claimed {
+                claim.notifications = batch
+                    .notifications
+                    .iter()
+                    .zip(ids)
+                    .map(|(n, id)| ClaimedNotification {
+                        id,
+                        operation_id: batch.operation_id.clone(),
+                        account_sid: account_sid.clone(),
+                        recipient_index: n.recipient_index,
+                        provider: n.provider,
+                        token: n.token.clone(),
+                        credential_id: n.credential_id.clone(),
+                        app_name: n.app_name.clone(),
+                        user_id: n.user_id.clone(),
+                        attempts: 1,
+                        expires_at: batch.expires_at,
+                    })
+                    .collect();
+            }
         }
         if batch.done {
             complete_finished(
@@ -924,7 +977,7 @@ impl SqlStore {
             .await?;
         }
         events.insert(tx, self.backend()).await?;
-        Ok(true)
+        Ok(Some(claim))
     }
 
     async fn promote_scheduled_in(
@@ -1081,28 +1134,36 @@ impl SqlStore {
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
         let mut events = PendingEvents::default();
-        let sent: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| o.kind == OutcomeKind::Sent)
-            .map(|o| o.id.as_str())
-            .collect();
-        if !sent.is_empty() {
-            let sql = format!(
-                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-                 claim_token = NULL, error = NULL \
-                 WHERE claim_token = $2 AND status = 'QUEUED' AND id IN ({}) \
-                 RETURNING operation_id",
-                json_texts(self.backend(), 3)
-            );
-            let query = sqlx::query(&sql)
+        // SENT rows are updated one operation at a time, so each UPDATE's row count is that
+        // operation's delta: no row comes back (on SQLite every returned row is a hand-off
+        // between threads).
+        let mut sent: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for outcome in outcomes.iter().filter(|o| o.kind == OutcomeKind::Sent) {
+            sent.entry(outcome.operation_id.as_str())
+                .or_default()
+                .push(outcome.id.as_str());
+        }
+        let sent_sql = format!(
+            "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+             claim_token = NULL, error = NULL \
+             WHERE claim_token = $2 AND status = 'QUEUED' AND operation_id = $3 AND id IN ({})",
+            json_texts(self.backend(), 4)
+        );
+        for (operation_id, ids) in sent {
+            let moved = sqlx::query(&sent_sql)
                 .bind(now)
                 .bind(claim_token)
-                .bind(json_list(&sent));
-            let moved = Self::count_moved(tx, query, &mut deltas, QUEUED, SENT)
+                .bind(operation_id)
+                .bind(json_list(&ids))
+                .execute(&mut *tx)
                 .await?
-                .len() as u64;
+                .rows_affected();
+            if moved > 0 {
+                deltas.add(operation_id, QUEUED, -(moved as i64));
+                deltas.add(operation_id, SENT, moved as i64);
+            }
             summary.sent += moved;
-            summary.stale += sent.len() as u64 - moved;
+            summary.stale += ids.len() as u64 - moved;
         }
         for outcome in outcomes {
             match &outcome.kind {
@@ -1410,7 +1471,7 @@ impl DeliveryStore for SqlStore {
         .await
     }
 
-    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<bool> {
+    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>> {
         let batch = batch.clone();
         let store = self.clone();
         self.write(move |conn| {

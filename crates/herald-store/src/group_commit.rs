@@ -156,6 +156,7 @@ async fn write_batch(
     writer: &AnyPool,
     batch: impl Iterator<Item = Job>,
 ) -> std::result::Result<Vec<Reply>, (StoreError, Vec<Reply>)> {
+    let started = std::time::Instant::now();
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut conn = match writer.acquire().await {
         Ok(conn) => conn,
@@ -186,7 +187,15 @@ async fn write_batch(
             return Err((error.into(), replies));
         }
     }
-    match tx.commit().await {
+    let executed = started.elapsed();
+    let committed = tx.commit().await;
+    tracing::debug!(
+        writes = replies.len(),
+        run_us = executed.as_micros() as u64,
+        commit_us = (started.elapsed() - executed).as_micros() as u64,
+        "group commit"
+    );
+    match committed {
         Ok(()) => Ok(replies),
         Err(error) => Err((error.into(), replies)),
     }

@@ -215,25 +215,29 @@ async fn planning_steps_resume_and_lose_their_lease() {
             tags: Tags::default(),
             scheduled_until: None,
             expires_at: now_ms() + 3_600_000,
+            claim: false,
         };
         assert!(
             store
                 .write_plan_batch(&batch(0, 2, &task.owner, false))
                 .await
                 .unwrap()
+                .is_some()
         );
         // A repeat of the same step (a crashed planner's) or a foreign owner writes nothing.
         assert!(
-            !store
+            store
                 .write_plan_batch(&batch(0, 2, &task.owner, false))
                 .await
                 .unwrap()
+                .is_none()
         );
         assert!(
-            !store
+            store
                 .write_plan_batch(&batch(2, 5, "someone-else", true))
                 .await
                 .unwrap()
+                .is_none()
         );
         let op = store.get_operation(&acc, &id).await.unwrap();
         assert_eq!(
@@ -248,16 +252,18 @@ async fn planning_steps_resume_and_lose_their_lease() {
             .unwrap();
         assert_eq!((taken.len(), taken[0].planned), (1, 2));
         assert!(
-            !store
+            store
                 .write_plan_batch(&batch(2, 5, &task.owner, true))
                 .await
                 .unwrap()
+                .is_none()
         );
         assert!(
             store
                 .write_plan_batch(&batch(2, 5, &taken[0].owner, true))
                 .await
                 .unwrap()
+                .is_some()
         );
         let op = store.get_operation(&acc, &id).await.unwrap();
         assert_eq!(
@@ -271,6 +277,93 @@ async fn planning_steps_resume_and_lose_their_lease() {
             "{}",
             db.name
         );
+    }
+}
+
+#[tokio::test]
+async fn a_plan_batch_can_come_claimed_by_the_planner() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let id = store
+            .create_operation(new_op(&acc, 3, None))
+            .await
+            .unwrap()
+            .id;
+        let task = store
+            .claim_operations_to_plan(now_ms(), 60_000, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let lease_until = now_ms() + 1_000;
+        let plan = PlanBatch {
+            operation_id: id.clone(),
+            owner: task.owner.clone(),
+            planned_before: 0,
+            planned_after: 3,
+            notifications: (0..3).map(notification).collect(),
+            unaddressable: 0,
+            done: true,
+            lease_until,
+            priority: "HIGH".into(),
+            tags: Tags::default(),
+            scheduled_until: None,
+            expires_at: now_ms() + 3_600_000,
+            claim: true,
+        };
+        let claim = store.write_plan_batch(&plan).await.unwrap().unwrap();
+        assert_eq!(claim.lease_until, lease_until);
+        assert_eq!(claim.notifications.len(), 3, "{}", db.name);
+        for (i, n) in claim.notifications.iter().enumerate() {
+            assert_eq!(
+                (
+                    n.operation_id.as_str(),
+                    n.account_sid.as_str(),
+                    n.recipient_index,
+                    n.token.as_str(),
+                    n.credential_id.as_str(),
+                    n.attempts,
+                ),
+                (
+                    id.as_str(),
+                    acc.as_str(),
+                    i as i64,
+                    format!("tok-{i}").as_str(),
+                    "comms_credential_x",
+                    1
+                )
+            );
+            // What the claim says is what was stored.
+            let stored = store.get_notification(&acc, &n.id).await.unwrap();
+            assert_eq!((stored.status.as_str(), stored.attempts), ("QUEUED", 1));
+        }
+        // Already claimed: a dispatcher's claim finds nothing until the lease ends.
+        let none = store
+            .claim_notifications(now_ms(), 60_000, 10)
+            .await
+            .unwrap();
+        assert!(none.notifications.is_empty(), "{}", db.name);
+        let summary = store
+            .record_outcomes(
+                &claim.token,
+                &[OutcomeWrite {
+                    id: claim.notifications[0].id.clone(),
+                    operation_id: id.clone(),
+                    kind: OutcomeKind::Sent,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!((summary.sent, summary.stale), (1, 0));
+        // The two rows left unanswered are taken over after the lease, as a second attempt.
+        let retaken = store
+            .claim_notifications(lease_until + 1, 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(retaken.notifications.len(), 2, "{}", db.name);
+        assert!(retaken.notifications.iter().all(|n| n.attempts == 2));
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!((op.stats.sent, op.stats.queued), (1, 2), "{}", db.name);
     }
 }
 
@@ -302,8 +395,9 @@ async fn claims_leases_outcomes_and_stale_writes() {
             tags: Tags::default(),
             scheduled_until: None,
             expires_at: now_ms() + 3_600_000,
+            claim: false,
         };
-        assert!(store.write_plan_batch(&plan).await.unwrap());
+        assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
         let now = now_ms();
         let claim = store.claim_notifications(now, 1_000, 3).await.unwrap();
         assert_eq!(claim.notifications.len(), 3);
@@ -323,6 +417,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
                 &claim.token,
                 &[OutcomeWrite {
                     id: claim.notifications[0].id.clone(),
+                    operation_id: claim.notifications[0].operation_id.clone(),
                     kind: OutcomeKind::Sent,
                 }],
             )
@@ -330,6 +425,21 @@ async fn claims_leases_outcomes_and_stale_writes() {
             .unwrap();
         assert_eq!((stale.sent, stale.stale), (0, 1));
         let ids: Vec<String> = retaken.notifications.iter().map(|n| n.id.clone()).collect();
+        // An outcome naming another operation than the row's is stale too, and writes nothing.
+        let misnamed = store
+            .record_outcomes(
+                &retaken.token,
+                &[OutcomeWrite {
+                    id: ids[0].clone(),
+                    operation_id: "comms_operation_00000000000000000000000000".into(),
+                    kind: OutcomeKind::Sent,
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!((misnamed.sent, misnamed.stale), (0, 1));
+        let untouched = store.get_notification(&acc, &ids[0]).await.unwrap();
+        assert_eq!(untouched.status, "QUEUED", "{}", db.name);
         let error = NotificationError::new("provider-unavailable", "503");
         let summary = store
             .record_outcomes(
@@ -337,14 +447,17 @@ async fn claims_leases_outcomes_and_stale_writes() {
                 &[
                     OutcomeWrite {
                         id: ids[0].clone(),
+                        operation_id: retaken.notifications[0].operation_id.clone(),
                         kind: OutcomeKind::Sent,
                     },
                     OutcomeWrite {
                         id: ids[1].clone(),
+                        operation_id: retaken.notifications[1].operation_id.clone(),
                         kind: OutcomeKind::Failed(error.clone()),
                     },
                     OutcomeWrite {
                         id: ids[2].clone(),
+                        operation_id: retaken.notifications[2].operation_id.clone(),
                         kind: OutcomeKind::Retry {
                             due_at: now_ms() - 1,
                             error: error.clone(),
@@ -352,6 +465,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
                     },
                     OutcomeWrite {
                         id: ids[3].clone(),
+                        operation_id: retaken.notifications[3].operation_id.clone(),
                         kind: OutcomeKind::Sent,
                     },
                 ],
@@ -385,6 +499,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
                 &last.token,
                 &[OutcomeWrite {
                     id: last.notifications[0].id.clone(),
+                    operation_id: last.notifications[0].operation_id.clone(),
                     kind: OutcomeKind::Sent,
                 }],
             )
@@ -475,8 +590,9 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
             tags: Tags::default(),
             scheduled_until: None,
             expires_at: now_ms() + 3_600_000,
+            claim: false,
         };
-        assert!(store.write_plan_batch(&plan).await.unwrap());
+        assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
         let claim = store
             .claim_notifications(now_ms(), 60_000, 1)
             .await
@@ -499,12 +615,13 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
         next.planned_before = 2;
         next.planned_after = 4;
         next.done = true;
-        assert!(!store.write_plan_batch(&next).await.unwrap());
+        assert!(store.write_plan_batch(&next).await.unwrap().is_none());
         store
             .record_outcomes(
                 &claim.token,
                 &[OutcomeWrite {
                     id: claim.notifications[0].id.clone(),
+                    operation_id: claim.notifications[0].operation_id.clone(),
                     kind: OutcomeKind::Sent,
                 }],
             )
