@@ -1134,36 +1134,51 @@ impl SqlStore {
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
         let mut events = PendingEvents::default();
-        // SENT rows are updated one operation at a time, so each UPDATE's row count is that
-        // operation's delta: no row comes back (on SQLite every returned row is a hand-off
-        // between threads).
-        let mut sent: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for outcome in outcomes.iter().filter(|o| o.kind == OutcomeKind::Sent) {
-            sent.entry(outcome.operation_id.as_str())
-                .or_default()
-                .push(outcome.id.as_str());
-        }
-        let sent_sql = format!(
-            "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-             claim_token = NULL, error = NULL \
-             WHERE claim_token = $2 AND status = 'QUEUED' AND operation_id = $3 AND id IN ({})",
-            json_texts(self.backend(), 4)
-        );
-        for (operation_id, ids) in sent {
-            let moved = sqlx::query(&sent_sql)
+        let sent: Vec<(&str, &str)> = outcomes
+            .iter()
+            .filter(|o| o.kind == OutcomeKind::Sent)
+            .map(|o| (o.id.as_str(), o.operation_id.as_str()))
+            .collect();
+        if !sent.is_empty() {
+            // Rows are found by primary key from the (id, operation) list; `status = 'QUEUED'`
+            // is implied by the claim token (only QUEUED rows ever hold one) and left out: on a
+            // fresh PostgreSQL table without statistics it would steer the planner to scan the
+            // whole partial queue index. When the rows belong to one operation, SQLite takes the
+            // row count as the delta and returns no rows (each returned row is a hand-off between
+            // threads there); otherwise the rows say their operation.
+            let one_operation = sent.iter().all(|(_, op)| *op == sent[0].1);
+            let counted = one_operation && self.backend() == Backend::Sqlite;
+            let sql = format!(
+                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+                 claim_token = NULL, error = NULL \
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS op FROM {}) AS w \
+                 WHERE notifications.id = w.id AND notifications.operation_id = w.op \
+                 AND notifications.claim_token = $2{}",
+                json_values(self.backend(), 3),
+                if counted {
+                    ""
+                } else {
+                    " RETURNING notifications.operation_id"
+                }
+            );
+            let query = sqlx::query(&sql)
                 .bind(now)
                 .bind(claim_token)
-                .bind(operation_id)
-                .bind(json_list(&ids))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved > 0 {
-                deltas.add(operation_id, QUEUED, -(moved as i64));
-                deltas.add(operation_id, SENT, moved as i64);
-            }
+                .bind(json_list(&sent));
+            let moved = if counted {
+                let moved = query.execute(&mut *tx).await?.rows_affected();
+                if moved > 0 {
+                    deltas.add(sent[0].1, QUEUED, -(moved as i64));
+                    deltas.add(sent[0].1, SENT, moved as i64);
+                }
+                moved
+            } else {
+                Self::count_moved(tx, query, &mut deltas, QUEUED, SENT)
+                    .await?
+                    .len() as u64
+            };
             summary.sent += moved;
-            summary.stale += ids.len() as u64 - moved;
+            summary.stale += sent.len() as u64 - moved;
         }
         for outcome in outcomes {
             match &outcome.kind {
