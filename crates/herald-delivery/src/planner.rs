@@ -151,6 +151,7 @@ async fn plan(
     loop {
         let end = (planned + step).min(total);
         let slice = &request.to[planned as usize..end as usize];
+        let resolving = std::time::Instant::now();
         let (notifications, unaddressable) = resolve(
             shared.store.as_ref(),
             &task.account_sid,
@@ -183,6 +184,7 @@ async fn plan(
         tracing::debug!(
             operation = %task.operation_id,
             rows = batch.notifications.len(),
+            resolve_ms = (writing - resolving).as_millis() as u64,
             write_ms = writing.elapsed().as_millis() as u64,
             "plan batch written"
         );

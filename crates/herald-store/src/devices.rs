@@ -196,8 +196,6 @@ pub trait DeviceStore {
 
 /// How many times a write transaction runs before its last error is returned.
 const MAX_ATTEMPTS: u32 = 50;
-/// IDs bound per statement in `IN (...)` lists (far below both databases' parameter limits).
-const IN_CHUNK: usize = 500;
 
 /// Runs `$body` (which uses the transaction `$tx`, and may `return Err(..)`) in a write
 /// transaction: commits when it succeeds, rolls back at once when it fails (rather than leaving
@@ -800,30 +798,37 @@ impl DeviceStore for SqlStore {
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut devices = Vec::new();
-        for chunk in unique.chunks(IN_CHUNK) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-            let sql = format!(
-                "SELECT r.user_id, d.provider, d.token \
-                 FROM device_registrations r JOIN devices d ON d.registration_id = r.id \
-                 WHERE r.account_sid = $1 AND r.app_name = $2 AND d.status = 'ACTIVE' \
-                   AND r.user_id IN ({}) \
-                 ORDER BY r.user_id, d.created_at, d.provider, d.token",
-                placeholders.join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(account_sid).bind(app_name.as_str());
-            for user_id in chunk {
-                query = query.bind(user_id.as_str());
-            }
-            for row in query.fetch_all(self.reader()).await? {
-                let provider: String = row.try_get(1)?;
-                devices.push((
-                    row.try_get(0)?,
-                    stored_provider(&provider)?,
-                    row.try_get(2)?,
-                ));
-            }
+        // The user list drives the join (`CROSS JOIN` fixes that order on SQLite): without
+        // statistics SQLite would otherwise start from every registration of the app
+        // (`device_registrations_by_app`) and test each against the list.
+        let users = match self.backend() {
+            Backend::Sqlite => "json_each($3) AS u",
+            Backend::Postgres => "json_array_elements_text($3::text::json) AS u(value)",
+        };
+        let sql = format!(
+            "SELECT r.user_id, d.provider, d.token \
+             FROM {users} CROSS JOIN device_registrations r \
+             JOIN devices d ON d.registration_id = r.id \
+             WHERE r.user_id = u.value AND r.app_name = $2 AND r.account_sid = $1 \
+               AND d.status = 'ACTIVE' \
+             ORDER BY r.user_id, d.created_at, d.provider, d.token"
+        );
+        let users_json =
+            serde_json::to_string(&unique).map_err(|e| StoreError::Config(e.to_string()))?;
+        let rows = sqlx::query(&sql)
+            .bind(account_sid)
+            .bind(app_name.as_str())
+            .bind(users_json)
+            .fetch_all(self.reader())
+            .await?;
+        let mut devices = Vec::with_capacity(rows.len());
+        for row in rows {
+            let provider: String = row.try_get(1)?;
+            devices.push((
+                row.try_get(0)?,
+                stored_provider(&provider)?,
+                row.try_get(2)?,
+            ));
         }
         Ok(devices)
     }
