@@ -135,8 +135,44 @@ pub(crate) async fn route(
     }
 }
 
+/// One resolved planning step: entries `planned..end` of `to`.
+struct Step {
+    end: i64,
+    notifications: Vec<NewNotification>,
+    unaddressable: i64,
+    resolve_ms: u64,
+}
+
+async fn resolve_step(
+    shared: &Shared,
+    task: &PlanTask,
+    route: &Route,
+    request: &SendRequest,
+    planned: i64,
+) -> Result<Step, StoreError> {
+    let step = shared.config.plan_batch.max(1) as i64;
+    let end = (planned + step).min(request.to.len() as i64);
+    let slice = &request.to[planned as usize..end as usize];
+    let started = std::time::Instant::now();
+    let (notifications, unaddressable) = resolve(
+        shared.store.as_ref(),
+        &task.account_sid,
+        route,
+        slice,
+        planned,
+    )
+    .await?;
+    Ok(Step {
+        end,
+        notifications,
+        unaddressable,
+        resolve_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
 /// Plans one claimed operation to the end (or until its lease is lost, or the engine stops).
-/// QUEUED rows are written already claimed and handed to a dispatcher in memory.
+/// QUEUED rows are written already claimed and handed to a dispatcher in memory. The next step
+/// is resolved while this one is written and handed over.
 async fn plan(
     shared: &Shared,
     task: PlanTask,
@@ -147,28 +183,18 @@ async fn plan(
     let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
     let total = request.to.len() as i64;
     let mut planned = task.planned;
-    let step = shared.config.plan_batch.max(1) as i64;
+    let mut next = resolve_step(shared, &task, &route, &request, planned).await?;
     loop {
-        let end = (planned + step).min(total);
-        let slice = &request.to[planned as usize..end as usize];
-        let resolving = std::time::Instant::now();
-        let (notifications, unaddressable) = resolve(
-            shared.store.as_ref(),
-            &task.account_sid,
-            &route,
-            slice,
-            planned,
-        )
-        .await?;
+        let step = next;
         let now = now_ms();
         let batch = PlanBatch {
             operation_id: task.operation_id.clone(),
             owner: task.owner.clone(),
             planned_before: planned,
-            planned_after: end,
-            notifications,
-            unaddressable,
-            done: end >= total,
+            planned_after: step.end,
+            notifications: step.notifications,
+            unaddressable: step.unaddressable,
+            done: step.end >= total,
             lease_until: now + shared.config.lease.as_millis() as i64,
             priority: request.priority.as_str().to_owned(),
             tags: request.tags.clone(),
@@ -176,44 +202,72 @@ async fn plan(
             expires_at: task.expires_at,
             claim: true,
         };
-        let writing = std::time::Instant::now();
-        let Some(claim) = shared.store.write_plan_batch(&batch).await? else {
-            tracing::info!(operation = %task.operation_id, "plan lease lost or operation canceled");
-            return Ok(());
-        };
-        tracing::debug!(
-            operation = %task.operation_id,
-            rows = batch.notifications.len(),
-            resolve_ms = (writing - resolving).as_millis() as u64,
-            write_ms = writing.elapsed().as_millis() as u64,
-            "plan batch written"
-        );
-        // Handed over in claims of the dispatchers' batch size. Waits while every dispatcher is
-        // busy and a batch is waiting already. A batch not taken before the engine stops is
-        // sent when its lease ends, as after a crash.
-        let chunk = shared.config.claim_batch.max(1) as usize;
-        let mut rows = claim.notifications.into_iter().peekable();
-        while rows.peek().is_some() {
-            let part = Claim {
-                token: claim.token.clone(),
-                lease_until: claim.lease_until,
-                notifications: rows.by_ref().take(chunk).collect(),
-            };
-            tokio::select! {
-                sent = shared.handoff_send.send_async(part) => {
-                    if sent.is_err() {
-                        return Ok(());
-                    }
-                }
-                _ = stopped.changed() => return Ok(()),
+        let resolve_next = async {
+            if batch.done {
+                None
+            } else {
+                Some(resolve_step(shared, &task, &route, &request, step.end).await)
             }
-        }
-        planned = end;
-        if batch.done {
-            tracing::debug!(operation = %task.operation_id, recipients = total, "planned");
+        };
+        let (kept, resolved) = tokio::join!(
+            write_and_hand_over(shared, &batch, step.resolve_ms, stopped),
+            resolve_next
+        );
+        if !kept? {
             return Ok(());
+        }
+        match resolved {
+            None => {
+                tracing::debug!(operation = %task.operation_id, recipients = total, "planned");
+                return Ok(());
+            }
+            Some(resolved) => next = resolved?,
+        }
+        planned = step.end;
+    }
+}
+
+/// Writes one planning step and hands its claimed rows to the dispatchers; `false` when the plan
+/// lease was lost (or the operation canceled) or the engine is stopping.
+async fn write_and_hand_over(
+    shared: &Shared,
+    batch: &PlanBatch,
+    resolve_ms: u64,
+    stopped: &mut watch::Receiver<bool>,
+) -> Result<bool, StoreError> {
+    let writing = std::time::Instant::now();
+    let Some(claim) = shared.store.write_plan_batch(batch).await? else {
+        tracing::info!(operation = %batch.operation_id, "plan lease lost or operation canceled");
+        return Ok(false);
+    };
+    tracing::debug!(
+        operation = %batch.operation_id,
+        rows = batch.notifications.len(),
+        resolve_ms,
+        write_ms = writing.elapsed().as_millis() as u64,
+        "plan batch written"
+    );
+    // Handed over in claims of the dispatchers' batch size. Waits while every dispatcher is busy
+    // and a batch is waiting already. A batch not taken before the engine stops is sent when its
+    // lease ends, as after a crash.
+    let chunk = shared.config.claim_batch.max(1) as usize;
+    let mut rows = claim.notifications.into_iter().peekable();
+    while rows.peek().is_some() {
+        let part = Claim {
+            token: claim.token.clone(),
+            lease_until: claim.lease_until,
+            notifications: rows.by_ref().take(chunk).collect(),
+        };
+        tokio::select! {
+            sent = shared.handoff_send.send_async(part) => {
+                if sent.is_err() {
+                    return Ok(false);
+                }
+            }
+            _ = stopped.changed() => return Ok(false),
         }
     }
+    Ok(true)
 }
 
 /// The notifications of `slice` (entries `offset..` of `to`) and how many of its recipients are
