@@ -22,6 +22,7 @@
 //!   committed (see `docs/events.md`).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use herald_core::send::SendRequest;
@@ -733,7 +734,8 @@ impl SqlStore {
 async fn create_operation_in(
     conn: &mut AnyConnection,
     backend: Backend,
-    new: NewOperation,
+    new: &NewOperation,
+    request: &str,
 ) -> Result<CreatedOperation> {
     let now = now_ms();
     let id = ids::new_type_id(ids::OPERATION);
@@ -791,7 +793,7 @@ async fn create_operation_in(
             .await?;
         }
     }
-    insert_operation(conn, &id, &new, now).await?;
+    insert_operation(conn, &id, new, request, now).await?;
     if new.request.send_at_ms.is_some_and(|at| at > now) {
         let mut events = PendingEvents::default();
         events.operation(&id, types::OPERATION_SCHEDULED);
@@ -807,10 +809,9 @@ async fn insert_operation(
     conn: &mut AnyConnection,
     id: &str,
     new: &NewOperation,
+    request: &str,
     now: i64,
 ) -> Result<()> {
-    let request = serde_json::to_string(&new.request)
-        .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
     let base = new.request.send_at_ms.unwrap_or(now).max(now);
     let expires_at = base + i64::from(new.request.ttl) * 1000;
     sqlx::query(
@@ -1243,8 +1244,15 @@ impl SqlStore {
 impl DeliveryStore for SqlStore {
     async fn create_operation(&self, new: NewOperation) -> Result<CreatedOperation> {
         let backend = self.backend();
-        self.write(move |conn| Box::pin(create_operation_in(conn, backend, new)))
-            .await
+        // Serialized here rather than on the single writer.
+        let request = serde_json::to_string(&new.request)
+            .map_err(|e| StoreError::Config(format!("send request does not serialize: {e}")))?;
+        let new = Arc::new((new, request));
+        self.write(move |conn| {
+            let new = new.clone();
+            Box::pin(async move { create_operation_in(conn, backend, &new.0, &new.1).await })
+        })
+        .await
     }
 
     async fn get_operation(&self, account: &str, id: &str) -> Result<OperationRecord> {
@@ -1477,6 +1485,7 @@ impl DeliveryStore for SqlStore {
     ) -> Result<Vec<PlanTask>> {
         let store = self.clone();
         self.write(move |conn| {
+            let store = store.clone();
             Box::pin(async move {
                 store
                     .claim_operations_to_plan_in(conn, now, lease_ms, limit)
@@ -1487,9 +1496,10 @@ impl DeliveryStore for SqlStore {
     }
 
     async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>> {
-        let batch = batch.clone();
+        let batch = Arc::new(batch.clone());
         let store = self.clone();
         self.write(move |conn| {
+            let (store, batch) = (store.clone(), batch.clone());
             Box::pin(async move { store.write_plan_batch_in(conn, &batch).await })
         })
         .await
@@ -1498,6 +1508,7 @@ impl DeliveryStore for SqlStore {
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64> {
         let store = self.clone();
         self.write(move |conn| {
+            let store = store.clone();
             Box::pin(async move { store.promote_scheduled_in(conn, now, limit).await })
         })
         .await
@@ -1506,6 +1517,7 @@ impl DeliveryStore for SqlStore {
     async fn claim_notifications(&self, now: i64, lease_ms: i64, limit: i64) -> Result<Claim> {
         let store = self.clone();
         self.write(move |conn| {
+            let store = store.clone();
             Box::pin(async move {
                 store
                     .claim_notifications_in(conn, now, lease_ms, limit)
@@ -1520,12 +1532,14 @@ impl DeliveryStore for SqlStore {
         claim_token: &str,
         outcomes: &[OutcomeWrite],
     ) -> Result<OutcomeSummary> {
-        let (claim_token, outcomes) = (claim_token.to_owned(), outcomes.to_vec());
+        let written = Arc::new((claim_token.to_owned(), outcomes.to_vec()));
         let store = self.clone();
         self.write(move |conn| {
+            let (store, written) = (store.clone(), written.clone());
             Box::pin(async move {
+                let (claim_token, outcomes) = &*written;
                 store
-                    .record_outcomes_in(conn, &claim_token, &outcomes)
+                    .record_outcomes_in(conn, claim_token, outcomes)
                     .await
             })
         })

@@ -655,6 +655,12 @@ impl DeviceStore for SqlStore {
             let user_id = request.user_id.map(str::to_owned);
             return group
                 .write(move |conn| {
+                    let (account_sid, app_name, token, user_id) = (
+                        account_sid.clone(),
+                        app_name.clone(),
+                        token.clone(),
+                        user_id.clone(),
+                    );
                     Box::pin(async move {
                         let request = RegisterDevice {
                             app_name: &app_name,

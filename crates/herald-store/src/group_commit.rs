@@ -4,10 +4,16 @@
 //! quarter of a millisecond here). Sixty-four clients each sending one small write would spend the
 //! writer's whole time waiting on fsync. So the hot writes (accepting a send, registering a
 //! device, and the delivery engine's plan, claim and outcome transactions) go to one task that
-//! takes every write waiting in its queue, runs each inside its own `SAVEPOINT` of one shared
-//! transaction, commits once, and only then answers the callers. A write that fails rolls back to
-//! its savepoint and answers with its error; the others are unaffected. A failed commit fails
-//! every write of the batch: nothing is answered as stored before it is on disk.
+//! takes every write waiting in its queue, runs them in one shared transaction, commits once, and
+//! only then answers the callers. A failed commit fails every write of the batch: nothing is
+//! answered as stored before it is on disk.
+//!
+//! A write that fails must leave nothing behind, and its neighbours must not notice. Giving each
+//! write a `SAVEPOINT` costs a round trip to SQLite's worker thread per write (a third of a
+//! registration's), so the batch first runs without savepoints; only when a write fails is the
+//! whole transaction rolled back and the batch run again with a savepoint per write, the failing
+//! one rolling back to its own. Writes are therefore closures that can run twice (they clone what
+//! they need on each run); their first run's results are dropped unanswered.
 //!
 //! PostgreSQL does not use this: it has many writers and groups concurrent commits itself.
 
@@ -20,10 +26,46 @@ use crate::{Result, StoreError};
 /// The most writes one transaction takes (bounds the time the first caller waits).
 const MAX_BATCH: usize = 256;
 
-/// Hands a write's result to its caller, or the commit's error when the batch failed.
-type Reply = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-/// One queued write: runs on the shared connection, says whether it succeeded, and how to answer.
-type Job = Box<dyn for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, (bool, Reply)> + Send>;
+/// One queued write: it can run (again) on the shared connection, keeping its last result, and
+/// answers its caller once.
+trait Pending: Send {
+    /// Runs the write; `false` when it failed.
+    fn run<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, bool>;
+    /// Answers with the last run's result, or with the commit's error when the batch failed.
+    fn answer(self: Box<Self>, commit_error: Option<&StoreError>);
+}
+
+type Job = Box<dyn Pending>;
+
+struct Queued<T, F> {
+    write: F,
+    result: Option<Result<T>>,
+    answer: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> Pending for Queued<T, F>
+where
+    T: Send + 'static,
+    F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+{
+    fn run<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, bool> {
+        Box::pin(async move {
+            let result = (self.write)(conn).await;
+            let ok = result.is_ok();
+            self.result = Some(result);
+            ok
+        })
+    }
+
+    fn answer(self: Box<Self>, commit_error: Option<&StoreError>) {
+        let result = match (commit_error, self.result) {
+            (Some(error), _) => Err(batch_failed(error)),
+            (None, Some(result)) => result,
+            (None, None) => Err(not_stored()),
+        };
+        let _ = self.answer.send(result);
+    }
+}
 
 /// The queue of the group-commit task. Cheap to clone.
 #[derive(Clone)]
@@ -54,25 +96,17 @@ impl GroupCommit {
     }
 
     /// Runs `write` inside the next batch's transaction and returns its result once the batch is
-    /// committed.
+    /// committed. `write` may run twice (see the module comment).
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T>>();
-        let job: Job = Box::new(move |conn| {
-            Box::pin(async move {
-                let result = write(conn).await;
-                let ok = result.is_ok();
-                let reply: Reply = Box::new(move |commit_error| {
-                    let _ = answer.send(match commit_error {
-                        None => result,
-                        Some(error) => Err(batch_failed(error)),
-                    });
-                });
-                (ok, reply)
-            })
+        let job: Job = Box::new(Queued {
+            write,
+            result: None,
+            answer,
         });
         self.queue.send(job).map_err(|_| not_stored())?;
         answered.await.map_err(|_| not_stored())?
@@ -138,66 +172,60 @@ fn spinning_block_on<F: std::future::Future>(future: F) -> F::Output {
 async fn run(writer: AnyPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let replies = write_batch(&writer, batch.drain(..)).await;
-        match replies {
-            Ok(replies) => replies.into_iter().for_each(|reply| reply(None)),
-            Err((error, replies)) => {
-                tracing::warn!(%error, writes = replies.len(), "group commit failed");
-                replies.into_iter().for_each(|reply| reply(Some(&error)));
-            }
+        let committed = write_batch(&writer, &mut batch).await;
+        if let Err(error) = &committed {
+            tracing::warn!(%error, writes = batch.len(), "group commit failed");
+        }
+        let commit_error = committed.err();
+        for job in batch.drain(..) {
+            job.answer(commit_error.as_ref());
         }
     }
 }
 
-/// Runs `batch` in one transaction, each write in its own savepoint; returns the replies to send
-/// once committed, or the error that failed the whole batch with the replies of the writes that
-/// ran. A write that never ran is dropped, which answers its caller with [`not_stored`].
-async fn write_batch(
-    writer: &AnyPool,
-    batch: impl Iterator<Item = Job>,
-) -> std::result::Result<Vec<Reply>, (StoreError, Vec<Reply>)> {
+/// Runs `batch` in one transaction and commits it: first without savepoints; when a write fails,
+/// the transaction is rolled back and the batch runs again with a savepoint per write. The jobs
+/// keep their results, answered by the caller.
+async fn write_batch(writer: &AnyPool, batch: &mut [Job]) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut replies = Vec::with_capacity(MAX_BATCH);
-    let mut conn = match writer.acquire().await {
-        Ok(conn) => conn,
-        Err(error) => return Err((error.into(), replies)),
-    };
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(error) => return Err((error.into(), replies)),
-    };
-    // Each write gets a savepoint; the previous one is released in the same round trip to
-    // SQLite's worker thread, so savepoints do not pile up over a batch of 256 writes.
-    let mut open = false;
-    for job in batch {
-        let start = if open {
-            "RELEASE one_write; SAVEPOINT one_write"
-        } else {
-            "SAVEPOINT one_write"
-        };
-        if let Err(error) = sqlx::query(start).execute(&mut *tx).await {
-            let _ = tx.rollback().await;
-            return Err((error.into(), replies));
+    let mut conn = writer.acquire().await?;
+    let mut savepoints = false;
+    loop {
+        let mut tx = conn.begin().await?;
+        let mut failed = false;
+        for (i, job) in batch.iter_mut().enumerate() {
+            if savepoints {
+                let start = if i == 0 {
+                    "SAVEPOINT one_write"
+                } else {
+                    // The previous savepoint is released in the same round trip.
+                    "RELEASE one_write; SAVEPOINT one_write"
+                };
+                sqlx::query(start).execute(&mut *tx).await?;
+            }
+            if !job.run(&mut tx).await {
+                if !savepoints {
+                    failed = true;
+                    break;
+                }
+                sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await?;
+            }
         }
-        open = true;
-        let (ok, reply) = job(&mut tx).await;
-        replies.push(reply);
-        if !ok && let Err(error) = sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await {
-            let _ = tx.rollback().await;
-            return Err((error.into(), replies));
+        if failed {
+            tx.rollback().await?;
+            savepoints = true;
+            continue;
         }
-    }
-    let executed = started.elapsed();
-    let committed = tx.commit().await;
-    tracing::debug!(
-        writes = replies.len(),
-        run_us = executed.as_micros() as u64,
-        commit_us = (started.elapsed() - executed).as_micros() as u64,
-        "group commit"
-    );
-    match committed {
-        Ok(()) => Ok(replies),
-        Err(error) => Err((error.into(), replies)),
+        let executed = started.elapsed();
+        tx.commit().await?;
+        tracing::debug!(
+            writes = batch.len(),
+            savepoints,
+            run_us = executed.as_micros() as u64,
+            commit_us = (started.elapsed() - executed).as_micros() as u64,
+            "group commit"
+        );
+        return Ok(());
     }
 }
 

@@ -175,12 +175,13 @@ impl SqlStore {
     }
 
     /// Runs `write` as one write transaction, committed when this returns `Ok`; rolled back on
-    /// `Err`. On SQLite it joins the group commit (its own savepoint in a shared transaction); on
-    /// PostgreSQL it is a transaction of its own.
+    /// `Err`. On SQLite it joins the group commit (a shared transaction, where `write` may run
+    /// twice: it must clone what it needs on each run); on PostgreSQL it is a transaction of its
+    /// own.
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> FnOnce(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, Result<T>>
+        F: for<'c> Fn(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, Result<T>>
             + Send
             + 'static,
     {
