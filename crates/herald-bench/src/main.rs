@@ -275,6 +275,7 @@ impl Bench {
         }
 
         let mut ceiling = None;
+        let mut client_ceiling = None;
         if self.wants("ceiling") {
             eprintln!("ceiling: h2load -c 2 -m 1000 against the sandbox APNs endpoint");
             let mut samples = Vec::new();
@@ -296,6 +297,35 @@ impl Bench {
                 json!({"requests": self.sizes.ceiling_requests, "connections": 2, "streams_per_connection": 1000}),
             );
             ceiling = Some(f.median());
+            self.emit(f);
+
+            // Herald's own APNs client under the engine's fan-out concurrency: one client per
+            // credential (APN and FCM in the fan-out, so 2) with up to 1000 sends in flight each.
+            let (clients, in_flight) = (2, 1000);
+            eprintln!(
+                "ceiling: Herald's APNs client, {clients} clients x {in_flight} in flight against the sandbox APNs endpoint"
+            );
+            let mut samples = Vec::new();
+            let mut connections = 0;
+            for _ in 0..runs {
+                let run = scenarios::client_ceiling(
+                    &sandbox,
+                    self.sizes.ceiling_requests,
+                    clients,
+                    in_flight,
+                )
+                .await?;
+                samples.push(run.requests_per_s);
+                connections = connections.max(run.connections);
+            }
+            let f = Figure::new(
+                "ceiling",
+                "client_requests_per_s",
+                samples,
+                "reported",
+                json!({"requests": self.sizes.ceiling_requests, "clients": clients, "in_flight_per_client": in_flight, "connections_opened": connections}),
+            );
+            client_ceiling = Some(f.median());
             self.emit(f);
         }
 
@@ -323,6 +353,15 @@ impl Bench {
                 "fanout_share_of_ceiling",
                 vec![f / c],
                 ">= 0.5",
+                json!({}),
+            ));
+        }
+        if let (Some(c), Some(f)) = (client_ceiling, fanout_median) {
+            self.emit(Figure::new(
+                "ceiling",
+                "fanout_share_of_client_ceiling",
+                vec![f / c],
+                "reported",
                 json!({}),
             ));
         }

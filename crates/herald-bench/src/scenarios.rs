@@ -288,14 +288,29 @@ pub async fn all_users(server: &Server) -> Result<Vec<String>> {
     }
 }
 
+/// The device token of the ceiling's requests (the sandbox answers 200 to any token).
+const CEILING_DEVICE_TOKEN: &str = "benchceilingtoken0001";
+
+/// The APNs payload of the ceiling's requests: the alert of the fan-out scenarios.
+fn ceiling_payload() -> Value {
+    json!({"aps": {"alert": {"title": "Herald bench", "body": "Your order shipped"}, "sound": "default"}, "orderId": "42"})
+}
+
+/// `apns-token.json` of the sandbox and the PEM of its `.p8` key.
+fn apns_token_file(dir: &Path) -> Result<(Value, String)> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let content: Value = serde_json::from_slice(&std::fs::read(dir.join("apns-token.json"))?)?;
+    let pem =
+        String::from_utf8(b64.decode(content["privateKey"].as_str().context("privateKey")?)?)?;
+    Ok((content, pem))
+}
+
 /// An ES256 provider token for the sandbox's APNs endpoint, from `apns-token.json`.
 pub fn apns_jwt(dir: &Path) -> Result<(String, String)> {
     use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
     let b64 = base64::engine::general_purpose::STANDARD;
     let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let content: Value = serde_json::from_slice(&std::fs::read(dir.join("apns-token.json"))?)?;
-    let pem =
-        String::from_utf8(b64.decode(content["privateKey"].as_str().context("privateKey")?)?)?;
+    let (content, pem) = apns_token_file(dir)?;
     let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     let der = b64.decode(der_b64)?;
     let rng = ring::rand::SystemRandom::new();
@@ -335,12 +350,8 @@ pub fn h2load(
 ) -> Result<f64> {
     let (jwt, topic) = apns_jwt(&sandbox.dir)?;
     let payload = work.join("apns-payload.json");
-    std::fs::write(
-        &payload,
-        serde_json::to_vec(
-            &json!({"aps": {"alert": {"title": "Herald bench", "body": "Your order shipped"}, "sound": "default"}, "orderId": "42"}),
-        )?,
-    )?;
+    std::fs::write(&payload, serde_json::to_vec(&ceiling_payload())?)?;
+    let cpu_before = cpu_seconds(libc::RUSAGE_CHILDREN);
     let output = std::process::Command::new(h2load)
         .arg("-n")
         .arg(requests.to_string())
@@ -361,11 +372,13 @@ pub fn h2load(
         .arg("-H")
         .arg("content-type: application/json")
         .arg(format!(
-            "https://{}/3/device/benchceilingtoken0001",
+            "https://{}/3/device/{CEILING_DEVICE_TOKEN}",
             sandbox.addr
         ))
         .output()
         .with_context(|| format!("running {h2load}"))?;
+    // The reaped h2load is the only child that has exited: the difference is its CPU time.
+    let cpu = cpu_seconds(libc::RUSAGE_CHILDREN) - cpu_before;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -399,5 +412,138 @@ pub fn h2load(
         .and_then(|s| s.trim().strip_suffix(" req/s"))
         .and_then(|s| s.trim().parse().ok())
         .context("h2load: req/s")?;
+    eprintln!(
+        "  h2load: {requests} requests, {rate:.0}/s, {:.1} µs CPU/request in h2load",
+        cpu * 1e6 / requests as f64
+    );
     Ok(rate)
+}
+
+/// User plus system CPU seconds of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
+fn cpu_seconds(who: libc::c_int) -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(who, &mut usage);
+        usage
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+/// Result of one run of Herald's own APNs client.
+pub struct ClientRun {
+    pub requests_per_s: f64,
+    /// HTTP/2 connections the clients opened (the pool opens more only when streams run out).
+    pub connections: u64,
+}
+
+/// Herald's own APNs client (`herald-providers`, built and called as the delivery engine does)
+/// posting the h2load ceiling's payload to the sandbox: `clients` clients (the engine has one per
+/// credential), each with at most `in_flight` sends at once (the engine's per-credential
+/// concurrency), no database. Fresh clients every run, so the clock includes connecting, as
+/// h2load's does.
+pub async fn client_ceiling(
+    sandbox: &Sandbox,
+    requests: usize,
+    clients: usize,
+    in_flight: usize,
+) -> Result<ClientRun> {
+    use herald_providers::{
+        ApnsAuth, ApnsCredential, ApnsPrepared, ProviderConfig, Providers, PushMessage,
+    };
+    // The variables `herald serve` gets: sandbox URLs and its CA.
+    let config = ProviderConfig::from_lookup(|name| {
+        sandbox
+            .env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })?;
+    let providers = Providers::new(config)?;
+    let (content, pem) = apns_token_file(&sandbox.dir)?;
+    let field = |name: &str| {
+        content[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("apns-token.json: {name}"))
+    };
+    let credential = ApnsCredential {
+        auth: ApnsAuth::Token {
+            key_id: field("keyId")?,
+            team_id: field("teamId")?,
+            private_key_pem: pem,
+        },
+        topic: field("bundleId")?,
+        sandbox: false,
+    };
+    let message = PushMessage {
+        title: Some("Herald bench".into()),
+        body: Some("Your order shipped".into()),
+        sound: Some("default".into()),
+        data: [("orderId".to_owned(), json!("42"))].into_iter().collect(),
+        ..PushMessage::new()
+    };
+    let prepared = Arc::new(ApnsPrepared::new(&message));
+    let rendered: Value = serde_json::from_slice(prepared.payload())?;
+    if rendered != ceiling_payload() {
+        bail!("client ceiling: payload {rendered} is not h2load's");
+    }
+
+    let next = Arc::new(AtomicUsize::new(0));
+    let cpu_before = cpu_seconds(libc::RUSAGE_SELF);
+    let started = Instant::now();
+    let mut apns_clients = Vec::new();
+    let mut senders = Vec::new();
+    for c in 0..clients {
+        let client = providers.apns(&format!("bench-client-ceiling-{c}"), 1, &credential)?;
+        // One task per send slot: at most `in_flight` sends through this client at once, like
+        // the engine's per-credential semaphore.
+        for _ in 0..in_flight {
+            let client = client.clone();
+            let prepared = prepared.clone();
+            let next = next.clone();
+            senders.push(tokio::spawn(async move {
+                let mut delivered = 0u64;
+                let mut failure = None;
+                while next.fetch_add(1, Ordering::Relaxed) < requests {
+                    let outcome = client
+                        .send(&prepared, CEILING_DEVICE_TOKEN, uuid::Uuid::now_v7())
+                        .await;
+                    if outcome.is_delivered() {
+                        delivered += 1;
+                    } else {
+                        failure.get_or_insert(outcome);
+                    }
+                }
+                (delivered, failure)
+            }));
+        }
+        apns_clients.push(client);
+    }
+    let mut delivered = 0u64;
+    let mut failure = None;
+    for sender in senders {
+        let (d, f) = sender.await?;
+        delivered += d;
+        failure = failure.or(f);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(libc::RUSAGE_SELF) - cpu_before;
+    if delivered != requests as u64 {
+        bail!(
+            "client ceiling: only {delivered} of {requests} delivered; first failure: {}",
+            failure.map(|o| o.to_string()).unwrap_or_default()
+        );
+    }
+    let connections = apns_clients.iter().map(|c| c.connections_opened()).sum();
+    let rate = requests as f64 / seconds;
+    eprintln!(
+        "  Herald client: {requests} requests in {seconds:.2} s, {rate:.0}/s, {connections} connections, {:.1} µs CPU/request in herald-bench",
+        cpu * 1e6 / requests as f64
+    );
+    Ok(ClientRun {
+        requests_per_s: rate,
+        connections,
+    })
 }

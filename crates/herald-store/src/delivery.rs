@@ -1538,9 +1538,7 @@ impl DeliveryStore for SqlStore {
             let (store, written) = (store.clone(), written.clone());
             Box::pin(async move {
                 let (claim_token, outcomes) = &*written;
-                store
-                    .record_outcomes_in(conn, claim_token, outcomes)
-                    .await
+                store.record_outcomes_in(conn, claim_token, outcomes).await
             })
         })
         .await

@@ -208,7 +208,9 @@ async fn write_batch(writer: &AnyPool, batch: &mut [Job]) -> Result<()> {
                     failed = true;
                     break;
                 }
-                sqlx::query("ROLLBACK TO one_write").execute(&mut *tx).await?;
+                sqlx::query("ROLLBACK TO one_write")
+                    .execute(&mut *tx)
+                    .await?;
             }
         }
         if failed {
