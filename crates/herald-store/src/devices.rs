@@ -352,6 +352,57 @@ async fn register_in(
     let token = request.token.as_str();
     let hash = token_hash(token);
 
+    // The common case on SQLite, a new device without a user, in one round trip to the writer's
+    // thread (sqlx runs every statement of the text, `$N` numbering the arguments across them):
+    // the user, registration and device rows, inserted only if the app exists and the device
+    // does not (`changes()` is the previous statement's row count). Anything else inserts nothing
+    // and takes the general path below. PostgreSQL takes no multi-statement prepared queries.
+    if request.user_id.is_none() && backend == Backend::Sqlite {
+        let user_id = ids::new_type_id(ids::USER);
+        let registration_id = ids::new_type_id(ids::DEVICE_REGISTRATION);
+        let inserted = sqlx::query(
+            "INSERT INTO users (id, account_sid, created_at, updated_at) \
+             SELECT $1, $2, $3, $3 \
+             WHERE EXISTS (SELECT 1 FROM apps WHERE account_sid = $2 AND name = $5) \
+               AND NOT EXISTS (SELECT 1 FROM devices WHERE account_sid = $2 AND app_name = $5 \
+                               AND provider = $6 AND token_hash = $7); \
+             INSERT INTO device_registrations \
+               (id, account_sid, app_name, user_id, created_at, updated_at) \
+             SELECT $4, $2, $5, $1, $3, $3 WHERE changes() = 1; \
+             INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
+                                  registration_id, status, created_at) \
+             SELECT $2, $5, $6, $7, $8, $4, 'ACTIVE', $3 WHERE changes() = 1",
+        )
+        .bind(&user_id)
+        .bind(account_sid)
+        .bind(now_ms())
+        .bind(&registration_id)
+        .bind(app)
+        .bind(provider)
+        .bind(&hash)
+        .bind(token)
+        .execute(&mut *conn)
+        .await?
+        .rows_affected();
+        match inserted {
+            3 => {
+                return Ok(Registered {
+                    registration_id,
+                    user_id,
+                    change: RegisterChange::NewUser,
+                });
+            }
+            0 => {}
+            // Cannot happen (each insert follows the previous one's success); an error rolls
+            // the write back.
+            other => {
+                return Err(StoreError::Config(format!(
+                    "a new device's registration inserted {other} of 3 rows"
+                )));
+            }
+        }
+    }
+
     // One round trip for the three checks (on SQLite every statement is a hand-off to the
     // writer's thread): does the app exist, does the named user exist, and who has the device.
     let row = sqlx::query(
@@ -428,40 +479,6 @@ async fn register_in(
             registration_id: device.registration_id.clone(),
             user_id: device.user_id.clone(),
             change,
-        });
-    }
-
-    // A new user: its user, registration and device rows. On SQLite in one round trip to the
-    // writer's thread (sqlx runs every statement of the text, `$N` numbering the arguments
-    // across them); PostgreSQL takes no multi-statement prepared queries, so it runs the
-    // general path below.
-    if request.user_id.is_none() && backend == Backend::Sqlite {
-        let user_id = ids::new_type_id(ids::USER);
-        let registration_id = ids::new_type_id(ids::DEVICE_REGISTRATION);
-        sqlx::query(
-            "INSERT INTO users (id, account_sid, created_at, updated_at) \
-             VALUES ($1, $2, $3, $3); \
-             INSERT INTO device_registrations \
-               (id, account_sid, app_name, user_id, created_at, updated_at) \
-             VALUES ($4, $2, $5, $1, $3, $3); \
-             INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
-                                  registration_id, status, created_at) \
-             VALUES ($2, $5, $6, $7, $8, $4, 'ACTIVE', $3)",
-        )
-        .bind(&user_id)
-        .bind(account_sid)
-        .bind(now)
-        .bind(&registration_id)
-        .bind(app)
-        .bind(provider)
-        .bind(&hash)
-        .bind(token)
-        .execute(&mut *conn)
-        .await?;
-        return Ok(Registered {
-            registration_id,
-            user_id,
-            change: RegisterChange::NewUser,
         });
     }
 
