@@ -23,21 +23,22 @@ use crate::credentials::{Client, CredentialState, Loaded};
 use crate::message::{OperationContext, Prepared};
 
 pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>, worker: usize) {
-    // Batches handed over by the planner come first, but the store (retries, schedules, other
-    // nodes' expired leases) is still asked at least every poll interval.
+    // Batches handed over by the planner come first, but the store (retries, schedules, rows
+    // written unclaimed, other nodes' expired leases) is still asked at least every poll
+    // interval.
     let mut store_checked = Instant::now();
     loop {
         if *stopped.borrow() {
-            // What the planner handed over is sent before stopping.
+            // The planner has stopped (see `Engine::shutdown`): what it handed over is sent.
             while let Ok(claim) = shared.handoff.try_recv() {
-                dispatch_logged(&shared, claim, worker).await;
+                take_handed_over(&shared, claim, worker).await;
             }
             return;
         }
         if store_checked.elapsed() < shared.config.poll_interval
             && let Ok(claim) = shared.handoff.try_recv()
         {
-            dispatch_logged(&shared, claim, worker).await;
+            take_handed_over(&shared, claim, worker).await;
             continue;
         }
         store_checked = Instant::now();
@@ -55,20 +56,51 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             Err(error) => tracing::warn!(worker, %error, "claiming notifications failed"),
         }
         if let Ok(claim) = shared.handoff.try_recv() {
-            dispatch_logged(&shared, claim, worker).await;
+            take_handed_over(&shared, claim, worker).await;
             continue;
         }
         tokio::select! {
             handed = shared.handoff.recv_async() => {
                 if let Ok(claim) = handed {
-                    dispatch_logged(&shared, claim, worker).await;
+                    take_handed_over(&shared, claim, worker).await;
                 }
             }
             () = shared.wake_dispatchers.notified() => {}
             () = tokio::time::sleep(shared.config.poll_interval) => {}
-            _ = stopped.changed() => {}
+            changed = stopped.changed() => {
+                // The engine was dropped without a shutdown.
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
+}
+
+/// Sends a batch the planner handed over, unless it waited so long (every dispatcher stuck on
+/// slow providers) that its lease might end before its sends do: then its rows go back to the
+/// queue unsent, to be claimed afresh with a full lease.
+async fn take_handed_over(shared: &Shared, claim: Claim, worker: usize) {
+    let lease_ms = shared.config.lease.as_millis() as i64;
+    let waited_ms = lease_ms - (claim.lease_until - now_ms());
+    if waited_ms > lease_ms / 4 {
+        let ids: Vec<String> = claim.notifications.into_iter().map(|n| n.id).collect();
+        match shared.store.release_claim(&claim.token, &ids).await {
+            Ok(released) => {
+                tracing::info!(
+                    worker,
+                    released,
+                    waited_ms,
+                    "a handed-over batch waited too long; given back to the queue"
+                )
+            }
+            Err(error) => {
+                tracing::warn!(worker, %error, "giving a batch back failed; it is due again when its lease ends")
+            }
+        }
+        return;
+    }
+    dispatch_logged(shared, claim, worker).await;
 }
 
 async fn dispatch_logged(shared: &Shared, claim: Claim, worker: usize) {

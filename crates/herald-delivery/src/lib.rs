@@ -54,7 +54,8 @@ pub struct EngineConfig {
     /// Recipients (`to` entries) resolved per planning step (one transaction).
     pub plan_batch: usize,
     /// How long a claim (of notifications, or of an operation to plan) is held before another
-    /// node may take it over. Must exceed the provider request timeout.
+    /// node may take it over. Must exceed the provider request timeout by a margin: a batch
+    /// handed over by the planner may start sending up to a quarter of it late.
     pub lease: Duration,
     /// How often idle loops look for work they were not woken for (due retries, schedules,
     /// other nodes' operations).
@@ -96,21 +97,27 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     /// Woken by the API when an operation was stored.
     pub wake_planner: Arc<Notify>,
-    /// Woken by the planner and scheduler when rows became due.
+    /// Woken by the planner (rows written unclaimed) and the scheduler when rows became due.
     pub wake_dispatchers: Notify,
-    /// Batches the planner inserted already claimed, for the next free dispatcher. Bounded, so
-    /// the planner runs at most a batch ahead of the dispatchers (a claimed batch waiting here
-    /// holds its lease).
+    /// Batches the planner inserted already claimed, for the next free dispatcher; room for one
+    /// per dispatcher. The planner claims a step only when the whole step fits, so it never
+    /// waits on the dispatchers; a batch here waits at most for a dispatcher to finish its
+    /// current batch (and is given back to the queue if that took too long; see dispatcher.rs).
     pub handoff_send: flume::Sender<Claim>,
     pub handoff: flume::Receiver<Claim>,
     pub credentials: credentials::CredentialCache,
     pub operations: message::OperationCache,
 }
 
-/// A running engine. Dropping it does not stop the tasks; call [`Engine::shutdown`].
+/// A running engine. Call [`Engine::shutdown`] to stop it; dropping it stops its tasks without
+/// waiting for them.
 pub struct Engine {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    /// Stops the planner and the maintenance loop, which are awaited first: then nothing is
+    /// handed over any more when the dispatchers stop.
+    stop_planning: watch::Sender<bool>,
+    planning: Vec<JoinHandle<()>>,
+    stop_sending: watch::Sender<bool>,
+    sending: Vec<JoinHandle<()>>,
 }
 
 impl Engine {
@@ -122,8 +129,9 @@ impl Engine {
         config: EngineConfig,
         wake: Arc<Notify>,
     ) -> Engine {
-        let (stop, stopped) = watch::channel(false);
-        let (handoff_send, handoff) = flume::bounded(1);
+        let (stop_planning, planning_stopped) = watch::channel(false);
+        let (stop_sending, sending_stopped) = watch::channel(false);
+        let (handoff_send, handoff) = flume::bounded(config.workers.max(1));
         let shared = Arc::new(Shared {
             store,
             providers,
@@ -138,29 +146,41 @@ impl Engine {
             handoff_send,
             handoff,
         });
-        let mut tasks = vec![
-            tokio::spawn(planner::run(shared.clone(), stopped.clone())),
-            tokio::spawn(maintenance(shared.clone(), stopped.clone())),
+        let planning = vec![
+            tokio::spawn(planner::run(shared.clone(), planning_stopped.clone())),
+            tokio::spawn(maintenance(shared.clone(), planning_stopped)),
         ];
-        for worker in 0..shared.config.workers.max(1) {
-            tasks.push(tokio::spawn(dispatcher::run(
-                shared.clone(),
-                stopped.clone(),
-                worker,
-            )));
-        }
+        let sending = (0..shared.config.workers.max(1))
+            .map(|worker| {
+                tokio::spawn(dispatcher::run(
+                    shared.clone(),
+                    sending_stopped.clone(),
+                    worker,
+                ))
+            })
+            .collect();
         tracing::info!(
             workers = shared.config.workers,
             lease_ms = shared.config.lease.as_millis() as u64,
             "delivery engine started"
         );
-        Engine { stop, tasks }
+        Engine {
+            stop_planning,
+            planning,
+            stop_sending,
+            sending,
+        }
     }
 
-    /// Stops taking new work and waits for the batches in flight to be written.
+    /// Stops taking new work and waits for the batches in flight (and those handed over) to be
+    /// sent and written.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
+        let _ = self.stop_planning.send(true);
+        for task in self.planning {
+            let _ = task.await;
+        }
+        let _ = self.stop_sending.send(true);
+        for task in self.sending {
             let _ = task.await;
         }
     }

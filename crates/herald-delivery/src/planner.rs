@@ -48,7 +48,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
                         return;
                     }
                     let id = task.operation_id.clone();
-                    if let Err(error) = plan(&shared, task, &mut stopped).await {
+                    if let Err(error) = plan(&shared, task).await {
                         tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
                     }
                 }
@@ -170,14 +170,10 @@ async fn resolve_step(
     })
 }
 
-/// Plans one claimed operation to the end (or until its lease is lost, or the engine stops).
-/// QUEUED rows are written already claimed and handed to a dispatcher in memory. The next step
-/// is resolved while this one is written and handed over.
-async fn plan(
-    shared: &Shared,
-    task: PlanTask,
-    stopped: &mut watch::Receiver<bool>,
-) -> Result<(), StoreError> {
+/// Plans one claimed operation to the end (or until its lease is lost). QUEUED rows are written
+/// already claimed and handed to a dispatcher in memory when the hand-over has room. The next
+/// step is resolved while this one is written.
+async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
     let request: SendRequest = serde_json::from_str(&task.request)
         .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
     let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
@@ -187,6 +183,7 @@ async fn plan(
     loop {
         let step = next;
         let now = now_ms();
+        let done = step.end >= total;
         let batch = PlanBatch {
             operation_id: task.operation_id.clone(),
             owner: task.owner.clone(),
@@ -194,23 +191,23 @@ async fn plan(
             planned_after: step.end,
             notifications: step.notifications,
             unaddressable: step.unaddressable,
-            done: step.end >= total,
+            done,
             lease_until: now + shared.config.lease.as_millis() as i64,
             priority: request.priority.as_str().to_owned(),
             tags: request.tags.clone(),
             scheduled_until: task.send_at.filter(|at| *at > now),
             expires_at: task.expires_at,
-            claim: true,
+            claim: false,
         };
         let resolve_next = async {
-            if batch.done {
+            if done {
                 None
             } else {
                 Some(resolve_step(shared, &task, &route, &request, step.end).await)
             }
         };
         let (kept, resolved) = tokio::join!(
-            write_and_hand_over(shared, &batch, step.resolve_ms, stopped),
+            write_and_hand_over(shared, batch, step.resolve_ms),
             resolve_next
         );
         if !kept? {
@@ -227,30 +224,38 @@ async fn plan(
     }
 }
 
-/// Writes one planning step and hands its claimed rows to the dispatchers; `false` when the plan
-/// lease was lost (or the operation canceled) or the engine is stopping.
+/// Writes one planning step, claimed and handed to the dispatchers if the hand-over has room for
+/// all of it right now (it only empties meanwhile: the planner is its one sender), otherwise
+/// unclaimed for the dispatchers' own claims (where any node may take them). Never waits for a
+/// dispatcher. `false` when the plan lease was lost or the operation canceled.
 async fn write_and_hand_over(
     shared: &Shared,
-    batch: &PlanBatch,
+    mut batch: PlanBatch,
     resolve_ms: u64,
-    stopped: &mut watch::Receiver<bool>,
 ) -> Result<bool, StoreError> {
+    let chunk = shared.config.claim_batch.max(1) as usize;
+    let chunks = batch.notifications.len().div_ceil(chunk);
+    let room = shared.handoff_send.capacity().unwrap_or(0) - shared.handoff_send.len();
+    batch.claim = chunks > 0 && chunks <= room;
     let writing = std::time::Instant::now();
-    let Some(claim) = shared.store.write_plan_batch(batch).await? else {
+    let Some(claim) = shared.store.write_plan_batch(&batch).await? else {
         tracing::info!(operation = %batch.operation_id, "plan lease lost or operation canceled");
         return Ok(false);
     };
     tracing::debug!(
         operation = %batch.operation_id,
         rows = batch.notifications.len(),
+        claimed = !claim.notifications.is_empty(),
         resolve_ms,
         write_ms = writing.elapsed().as_millis() as u64,
         "plan batch written"
     );
-    // Handed over in claims of the dispatchers' batch size. Waits while every dispatcher is busy
-    // and a batch is waiting already. A batch not taken before the engine stops is sent when its
-    // lease ends, as after a crash.
-    let chunk = shared.config.claim_batch.max(1) as usize;
+    if claim.notifications.is_empty() {
+        if batch.scheduled_until.is_none() && !batch.notifications.is_empty() {
+            shared.wake_dispatchers.notify_waiters();
+        }
+        return Ok(true);
+    }
     let mut rows = claim.notifications.into_iter().peekable();
     while rows.peek().is_some() {
         let part = Claim {
@@ -258,13 +263,12 @@ async fn write_and_hand_over(
             lease_until: claim.lease_until,
             notifications: rows.by_ref().take(chunk).collect(),
         };
-        tokio::select! {
-            sent = shared.handoff_send.send_async(part) => {
-                if sent.is_err() {
-                    return Ok(false);
-                }
-            }
-            _ = stopped.changed() => return Ok(false),
+        if let Err(refused) = shared.handoff_send.try_send(part) {
+            // Cannot happen (the room was there before the write); give the rows back.
+            let part = refused.into_inner();
+            let ids: Vec<String> = part.notifications.into_iter().map(|n| n.id).collect();
+            shared.store.release_claim(&part.token, &ids).await?;
+            shared.wake_dispatchers.notify_waiters();
         }
     }
     Ok(true)

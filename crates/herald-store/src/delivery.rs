@@ -348,6 +348,10 @@ pub trait DeliveryStore {
         claim_token: &str,
         outcomes: &[OutcomeWrite],
     ) -> Result<OutcomeSummary>;
+    /// Gives rows of a claim back to the queue unsent: due now, unclaimed, the claim's attempt
+    /// not counted. Rows the claim no longer holds are left alone; returns how many were given
+    /// back. (A batch the planner handed over that waited too long for a dispatcher.)
+    async fn release_claim(&self, claim_token: &str, ids: &[String]) -> Result<u64>;
     /// Fails every unclaimed (or lease-expired) QUEUED notification sent through `credential_id`
     /// with `error`; returns how many.
     async fn fail_queued_for_credential(
@@ -1539,6 +1543,34 @@ impl DeliveryStore for SqlStore {
             Box::pin(async move {
                 let (claim_token, outcomes) = &*written;
                 store.record_outcomes_in(conn, claim_token, outcomes).await
+            })
+        })
+        .await
+    }
+
+    async fn release_claim(&self, claim_token: &str, ids: &[String]) -> Result<u64> {
+        let sql = format!(
+            "UPDATE notifications SET claim_token = NULL, due_at = $2, updated_at = $2, \
+             attempts = attempts - 1 \
+             FROM (SELECT value AS id FROM {}) AS w \
+             WHERE notifications.id = w.id AND notifications.claim_token = $1",
+            match self.backend() {
+                Backend::Sqlite => "json_each($3)",
+                Backend::Postgres => "json_array_elements_text($3::text::json) AS j(value)",
+            }
+        );
+        let released = Arc::new((sql, claim_token.to_owned(), json_list(ids)));
+        self.write(move |conn| {
+            let released = released.clone();
+            Box::pin(async move {
+                let (sql, claim_token, ids) = &*released;
+                Ok(sqlx::query(sql)
+                    .bind(claim_token.as_str())
+                    .bind(now_ms())
+                    .bind(ids.as_str())
+                    .execute(&mut *conn)
+                    .await?
+                    .rows_affected())
             })
         })
         .await

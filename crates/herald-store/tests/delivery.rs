@@ -364,6 +364,18 @@ async fn a_plan_batch_can_come_claimed_by_the_planner() {
         assert!(retaken.notifications.iter().all(|n| n.attempts == 2));
         let op = store.get_operation(&acc, &id).await.unwrap();
         assert_eq!((op.stats.sent, op.stats.queued), (1, 2), "{}", db.name);
+        // Given back unsent: due at once, the attempt not counted. The old claim holds nothing.
+        let ids: Vec<String> = retaken.notifications.iter().map(|n| n.id.clone()).collect();
+        assert_eq!(store.release_claim(&claim.token, &ids).await.unwrap(), 0);
+        assert_eq!(store.release_claim(&retaken.token, &ids).await.unwrap(), 2);
+        let again = store
+            .claim_notifications(now_ms(), 60_000, 10)
+            .await
+            .unwrap();
+        assert_eq!(again.notifications.len(), 2, "{}", db.name);
+        assert!(again.notifications.iter().all(|n| n.attempts == 2));
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!((op.stats.sent, op.stats.queued), (1, 2), "{}", db.name);
     }
 }
 
