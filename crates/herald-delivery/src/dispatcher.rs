@@ -493,3 +493,133 @@ async fn operation_contexts(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use herald_core::send::{Content, Priority, Recipient, SendRequest, Sender};
+    use herald_core::time::now_ms;
+    use herald_core::{AppName, Provider, Tags};
+    use herald_providers::{ProviderConfig, Providers};
+    use herald_store::delivery::{NewNotification, NewOperation, PlanBatch};
+    use herald_store::testing::TestDatabase;
+    use herald_store::{AccountStore, DeliveryStore, Store};
+    use tokio::sync::Notify;
+
+    use crate::{EngineConfig, Shared, credentials, message};
+
+    /// A batch that waited in the hand-over for over a quarter of its lease is not sent (its
+    /// lease may end mid-send, and a cancel may already have taken its rows): it goes back to
+    /// the queue, due at once, its attempt not counted.
+    #[tokio::test]
+    async fn a_batch_that_waited_too_long_is_given_back_unsent() {
+        for db in TestDatabase::all().await {
+            let store = Arc::new(db.store().await);
+            let account = store.create_account(None).await.unwrap().account.sid;
+            let request = SendRequest {
+                from: Sender::App {
+                    app_name: AppName::parse("shop").unwrap(),
+                },
+                to: (0..3)
+                    .map(|i| Recipient::Device {
+                        token: format!("tok-{i}"),
+                        provider: Provider::Apn,
+                        variables: Default::default(),
+                    })
+                    .collect(),
+                content: Content {
+                    body: Some("hi".into()),
+                    ..Content::default()
+                },
+                silent: false,
+                priority: Priority::High,
+                sound: None,
+                ttl: 3600,
+                collapse_key: None,
+                apn: None,
+                fcm: None,
+                send_at_ms: None,
+                tags: Tags::default(),
+                templated: false,
+            };
+            let id = store
+                .create_operation(NewOperation {
+                    account_sid: account.clone(),
+                    request,
+                    idempotency: None,
+                })
+                .await
+                .unwrap()
+                .id;
+            let task = store
+                .claim_operations_to_plan(now_ms(), 60_000, 1)
+                .await
+                .unwrap()
+                .remove(0);
+            let config = EngineConfig {
+                lease: Duration::from_secs(60),
+                ..EngineConfig::default()
+            };
+            // Planned 20 s ago, by its lease: it waited a third of the lease.
+            let lease_until = now_ms() + 40_000;
+            let claim = store
+                .write_plan_batch(&PlanBatch {
+                    operation_id: id.clone(),
+                    owner: task.owner,
+                    planned_before: 0,
+                    planned_after: 3,
+                    notifications: (0..3)
+                        .map(|i| NewNotification {
+                            recipient_index: i,
+                            provider: Provider::Apn,
+                            token: format!("tok-{i}"),
+                            // No such credential: were the batch sent, its rows would fail.
+                            credential_id: "comms_credential_missing".into(),
+                            app_name: None,
+                            user_id: None,
+                        })
+                        .collect(),
+                    unaddressable: 0,
+                    done: true,
+                    lease_until,
+                    priority: "HIGH".into(),
+                    tags: Tags::default(),
+                    scheduled_until: None,
+                    expires_at: now_ms() + 3_600_000,
+                    claim: true,
+                })
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(claim.notifications.len(), 3);
+            let (handoff_send, handoff) = flume::bounded(1);
+            let shared = Shared {
+                store: store.clone() as Arc<dyn Store>,
+                providers: Arc::new(Providers::new(ProviderConfig::default()).unwrap()),
+                credentials: credentials::CredentialCache::new(10, Duration::from_secs(5)),
+                operations: message::OperationCache::default(),
+                config,
+                wake_planner: Arc::new(Notify::new()),
+                wake_dispatchers: Notify::new(),
+                handoff_send,
+                handoff,
+            };
+            super::take_handed_over(&shared, claim, 0).await;
+            let op = store.get_operation(&account, &id).await.unwrap();
+            assert_eq!(
+                (op.stats.queued, op.stats.failed, op.stats.sent),
+                (3, 0, 0),
+                "{}: not sent",
+                db.name
+            );
+            let again = store
+                .claim_notifications(now_ms(), 60_000, 10)
+                .await
+                .unwrap();
+            assert_eq!(again.notifications.len(), 3, "{}: due at once", db.name);
+            assert!(again.notifications.iter().all(|n| n.attempts == 1));
+        }
+    }
+}

@@ -89,7 +89,8 @@ async fn checkpoint_in_background(reader: AnyPool) {
 #[cfg(test)]
 mod tests {
     /// Committed pages reach the database file without the writer checkpointing (its automatic
-    /// checkpoint is far away at 10,000 pages): the background task copies them.
+    /// checkpoint is far away at 10,000 pages): the background task copies them. (Fails with the
+    /// task not started.)
     #[tokio::test]
     async fn the_wal_is_checkpointed_in_the_background() {
         sqlx::any::install_default_drivers();
@@ -111,7 +112,6 @@ mod tests {
             .execute(&writer)
             .await
             .unwrap();
-        assert_eq!(db_size(), before, "the writer did not checkpoint itself");
         tokio::time::sleep(super::CHECKPOINT_EVERY * 3).await;
         assert!(
             db_size() > before + 900_000,
