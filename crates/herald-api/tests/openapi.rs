@@ -1613,6 +1613,7 @@ async fn deliver(server: &TestServer, id: &str, apn: &str, fcm: &str, user_id: &
         .store
         .write_plan_batch(&PlanBatch {
             operation_id: id.to_owned(),
+            account_sid: task.account_sid.clone(),
             owner: task.owner.clone(),
             planned_before: task.planned,
             planned_after: 2,

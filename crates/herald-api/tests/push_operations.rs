@@ -80,6 +80,7 @@ async fn plan(server: &TestServer, id: &str, notifications: Vec<NewNotification>
         .store
         .write_plan_batch(&PlanBatch {
             operation_id: id.to_owned(),
+            account_sid: task.account_sid.clone(),
             owner: task.owner.clone(),
             planned_before: task.planned,
             planned_after: recipients,

@@ -567,6 +567,7 @@ mod tests {
             let claim = store
                 .write_plan_batch(&PlanBatch {
                     operation_id: id.clone(),
+                    account_sid: account.clone(),
                     owner: task.owner,
                     planned_before: 0,
                     planned_after: 3,

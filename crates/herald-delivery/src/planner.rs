@@ -186,6 +186,7 @@ async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
         let done = step.end >= total;
         let batch = PlanBatch {
             operation_id: task.operation_id.clone(),
+            account_sid: task.account_sid.clone(),
             owner: task.owner.clone(),
             planned_before: planned,
             planned_after: step.end,

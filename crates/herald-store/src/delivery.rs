@@ -166,6 +166,8 @@ pub struct NewNotification {
 #[derive(Debug, Clone)]
 pub struct PlanBatch {
     pub operation_id: String,
+    /// The operation's account (the write is refused if it is not).
+    pub account_sid: String,
     pub owner: String,
     pub planned_before: i64,
     pub planned_after: i64,
@@ -856,7 +858,8 @@ impl SqlStore {
             "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
              unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
              queued = queued + $9, updated_at = $10 \
-             WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0",
+             WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0 \
+             AND account_sid = $11",
         )
         .bind(batch.operation_id.as_str())
         .bind(batch.owner.as_str())
@@ -868,6 +871,7 @@ impl SqlStore {
         .bind(scheduled)
         .bind(queued)
         .bind(now)
+        .bind(batch.account_sid.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -884,11 +888,7 @@ impl SqlStore {
         if queued > 0 {
             start_processing(tx, &batch.operation_id, &mut events).await?;
         }
-        let account_sid: String =
-            sqlx::query_scalar("SELECT account_sid FROM operations WHERE id = $1")
-                .bind(batch.operation_id.as_str())
-                .fetch_one(&mut *tx)
-                .await?;
+        let account_sid = &batch.account_sid;
         let status = if batch.scheduled_until.is_some() {
             "SCHEDULED"
         } else {

@@ -201,6 +201,7 @@ async fn planning_steps_resume_and_lose_their_lease() {
         );
         let batch = |before: i64, after: i64, owner: &str, done: bool| PlanBatch {
             operation_id: id.clone(),
+            account_sid: acc.clone(),
             owner: owner.to_owned(),
             planned_before: before,
             planned_after: after,
@@ -239,6 +240,10 @@ async fn planning_steps_resume_and_lose_their_lease() {
                 .unwrap()
                 .is_none()
         );
+        // Nor does a step naming another account.
+        let mut foreign = batch(2, 5, &task.owner, true);
+        foreign.account_sid = "AC00000000000000000000000000000000".into();
+        assert!(store.write_plan_batch(&foreign).await.unwrap().is_none());
         let op = store.get_operation(&acc, &id).await.unwrap();
         assert_eq!(
             (op.status.as_str(), op.stats.queued, op.stats.unaddressable),
@@ -298,6 +303,7 @@ async fn a_plan_batch_can_come_claimed_by_the_planner() {
         let lease_until = now_ms() + 1_000;
         let plan = PlanBatch {
             operation_id: id.clone(),
+            account_sid: acc.clone(),
             owner: task.owner.clone(),
             planned_before: 0,
             planned_after: 3,
@@ -396,6 +402,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
             .remove(0);
         let plan = PlanBatch {
             operation_id: id.clone(),
+            account_sid: acc.clone(),
             owner: task.owner.clone(),
             planned_before: 0,
             planned_after: 4,
@@ -591,6 +598,7 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
             .remove(0);
         let plan = PlanBatch {
             operation_id: id.clone(),
+            account_sid: acc.clone(),
             owner: task.owner.clone(),
             planned_before: 0,
             planned_after: 2,
