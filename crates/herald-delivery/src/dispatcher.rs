@@ -499,12 +499,11 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use herald_core::send::{Content, Priority, Recipient, SendRequest, Sender};
     use herald_core::time::now_ms;
-    use herald_core::{AppName, Provider, Tags};
+    use herald_core::{Provider, Tags};
     use herald_providers::{ProviderConfig, Providers};
     use herald_store::delivery::{NewNotification, NewOperation, PlanBatch};
-    use herald_store::testing::TestDatabase;
+    use herald_store::testing::{TestDatabase, send_to_apn_tokens};
     use herald_store::{AccountStore, DeliveryStore, Store};
     use tokio::sync::Notify;
 
@@ -518,36 +517,10 @@ mod tests {
         for db in TestDatabase::all().await {
             let store = Arc::new(db.store().await);
             let account = store.create_account(None).await.unwrap().account.sid;
-            let request = SendRequest {
-                from: Sender::App {
-                    app_name: AppName::parse("shop").unwrap(),
-                },
-                to: (0..3)
-                    .map(|i| Recipient::Device {
-                        token: format!("tok-{i}"),
-                        provider: Provider::Apn,
-                        variables: Default::default(),
-                    })
-                    .collect(),
-                content: Content {
-                    body: Some("hi".into()),
-                    ..Content::default()
-                },
-                silent: false,
-                priority: Priority::High,
-                sound: None,
-                ttl: 3600,
-                collapse_key: None,
-                apn: None,
-                fcm: None,
-                send_at_ms: None,
-                tags: Tags::default(),
-                templated: false,
-            };
             let id = store
                 .create_operation(NewOperation {
                     account_sid: account.clone(),
-                    request,
+                    request: send_to_apn_tokens(3),
                     idempotency: None,
                 })
                 .await

@@ -143,3 +143,34 @@ async fn drop_stale_schemas(conn: &mut AnyConnection, now: u64) {
     }
     let _ = conn.execute("SET lock_timeout = 0").await;
 }
+
+/// A send from the app `shop` to the APNs tokens `tok-0`, `tok-1`, … (`recipients` of them).
+pub fn send_to_apn_tokens(recipients: usize) -> herald_core::send::SendRequest {
+    use herald_core::send::{Content, Priority, Recipient, SendRequest, Sender};
+    SendRequest {
+        from: Sender::App {
+            app_name: herald_core::AppName::parse("shop").expect("a valid app name"),
+        },
+        to: (0..recipients)
+            .map(|i| Recipient::Device {
+                token: format!("tok-{i}"),
+                provider: herald_core::Provider::Apn,
+                variables: Default::default(),
+            })
+            .collect(),
+        content: Content {
+            body: Some("hi".into()),
+            ..Content::default()
+        },
+        silent: false,
+        priority: Priority::High,
+        sound: None,
+        ttl: 3600,
+        collapse_key: None,
+        apn: None,
+        fcm: None,
+        send_at_ms: None,
+        tags: herald_core::Tags::default(),
+        templated: false,
+    }
+}

@@ -3,49 +3,19 @@
 
 use std::sync::Arc;
 
-use herald_core::send::{Content, Priority, Recipient, SendRequest, Sender};
 use herald_core::time::now_ms;
-use herald_core::{AppName, Provider, Tags};
+use herald_core::{Provider, Tags};
 use herald_store::delivery::{
     Idempotency, NewNotification, NewOperation, NotificationError, OutcomeKind, OutcomeWrite,
-    PlanBatch,
+    PlanBatch, PlanTask,
 };
-use herald_store::testing::TestDatabase;
+use herald_store::testing::{TestDatabase, send_to_apn_tokens};
 use herald_store::{AccountStore, DeliveryStore, SqlStore, StoreError};
-
-fn request(recipients: usize) -> SendRequest {
-    SendRequest {
-        from: Sender::App {
-            app_name: AppName::parse("shop").unwrap(),
-        },
-        to: (0..recipients)
-            .map(|i| Recipient::Device {
-                token: format!("tok-{i}"),
-                provider: Provider::Apn,
-                variables: Default::default(),
-            })
-            .collect(),
-        content: Content {
-            body: Some("hi".into()),
-            ..Content::default()
-        },
-        silent: false,
-        priority: Priority::High,
-        sound: None,
-        ttl: 3600,
-        collapse_key: None,
-        apn: None,
-        fcm: None,
-        send_at_ms: None,
-        tags: Tags::default(),
-        templated: false,
-    }
-}
 
 fn new_op(account: &str, recipients: usize, key: Option<(&str, &str)>) -> NewOperation {
     NewOperation {
         account_sid: account.to_owned(),
-        request: request(recipients),
+        request: send_to_apn_tokens(recipients),
         idempotency: key.map(|(k, h)| Idempotency {
             key: k.into(),
             request_hash: h.into(),
@@ -61,6 +31,27 @@ fn notification(i: i64) -> NewNotification {
         credential_id: "comms_credential_x".into(),
         app_name: None,
         user_id: None,
+    }
+}
+
+/// The planning step of `task` for entries `0..rows` of its `to`, one notification each, as the
+/// last step, unclaimed.
+fn first_steps(task: &PlanTask, rows: i64) -> PlanBatch {
+    PlanBatch {
+        operation_id: task.operation_id.clone(),
+        account_sid: task.account_sid.clone(),
+        owner: task.owner.clone(),
+        planned_before: 0,
+        planned_after: rows,
+        notifications: (0..rows).map(notification).collect(),
+        unaddressable: 0,
+        done: true,
+        lease_until: now_ms() + 60_000,
+        priority: "HIGH".into(),
+        tags: Tags::default(),
+        scheduled_until: None,
+        expires_at: now_ms() + 3_600_000,
+        claim: false,
     }
 }
 
@@ -302,20 +293,9 @@ async fn a_plan_batch_can_come_claimed_by_the_planner() {
             .remove(0);
         let lease_until = now_ms() + 1_000;
         let plan = PlanBatch {
-            operation_id: id.clone(),
-            account_sid: acc.clone(),
-            owner: task.owner.clone(),
-            planned_before: 0,
-            planned_after: 3,
-            notifications: (0..3).map(notification).collect(),
-            unaddressable: 0,
-            done: true,
             lease_until,
-            priority: "HIGH".into(),
-            tags: Tags::default(),
-            scheduled_until: None,
-            expires_at: now_ms() + 3_600_000,
             claim: true,
+            ..first_steps(&task, 3)
         };
         let claim = store.write_plan_batch(&plan).await.unwrap().unwrap();
         assert_eq!(claim.lease_until, lease_until);
@@ -400,22 +380,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
             .await
             .unwrap()
             .remove(0);
-        let plan = PlanBatch {
-            operation_id: id.clone(),
-            account_sid: acc.clone(),
-            owner: task.owner.clone(),
-            planned_before: 0,
-            planned_after: 4,
-            notifications: (0..4).map(notification).collect(),
-            unaddressable: 0,
-            done: true,
-            lease_until: now_ms() + 60_000,
-            priority: "HIGH".into(),
-            tags: Tags::default(),
-            scheduled_until: None,
-            expires_at: now_ms() + 3_600_000,
-            claim: false,
-        };
+        let plan = first_steps(&task, 4);
         assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
         let now = now_ms();
         let claim = store.claim_notifications(now, 1_000, 3).await.unwrap();
@@ -597,20 +562,9 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
             .unwrap()
             .remove(0);
         let plan = PlanBatch {
-            operation_id: id.clone(),
-            account_sid: acc.clone(),
-            owner: task.owner.clone(),
-            planned_before: 0,
-            planned_after: 2,
-            notifications: (0..2).map(notification).collect(),
-            unaddressable: 0,
             done: false,
-            lease_until: now_ms() + 60_000,
             priority: "LOW".into(),
-            tags: Tags::default(),
-            scheduled_until: None,
-            expires_at: now_ms() + 3_600_000,
-            claim: false,
+            ..first_steps(&task, 2)
         };
         assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
         let claim = store
