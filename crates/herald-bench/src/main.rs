@@ -6,6 +6,7 @@
 
 mod client;
 mod procs;
+mod reference;
 mod scenarios;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use crate::procs::{Sandbox, Server};
 use crate::scenarios::{APP, Recipients};
 
 const ALL: &[&str] = &[
-    "memory", "ceiling", "fanout", "accept", "register", "users", "growth", "postgres",
+    "machine", "memory", "ceiling", "fanout", "accept", "register", "users", "growth", "postgres",
 ];
 
 #[derive(Parser)]
@@ -57,6 +58,10 @@ struct Cli {
     /// The command line to write into the report.
     #[arg(long, default_value = "bench/run")]
     command_line: String,
+    /// Serve the `machine` scenario's bare handler on this address instead (used by the
+    /// benchmark itself).
+    #[arg(long, hide = true)]
+    bare_server: Option<std::net::SocketAddr>,
 }
 
 struct Sizes {
@@ -178,6 +183,20 @@ impl Figure {
     }
 }
 
+/// What a series of fan-outs measured, one sample per run.
+#[derive(Default)]
+struct FanoutSamples {
+    /// Notifications per second.
+    rates: Vec<f64>,
+    /// Wall-clock µs per notification.
+    us: Vec<f64>,
+    /// CPU µs per notification of `herald serve` and of the sandbox.
+    serve_cpu_us: Vec<f64>,
+    sandbox_cpu_us: Vec<f64>,
+    /// Peak RSS of `herald serve` seen, when watched.
+    peak_rss_mb: Option<f64>,
+}
+
 struct Bench {
     cli: Cli,
     sizes: Sizes,
@@ -219,36 +238,48 @@ impl Bench {
         out
     }
 
-    /// `runs` fan-outs of `total` direct tokens; returns notifications/s samples and
-    /// µs/notification samples and the peak RSS seen.
+    /// `runs` fan-outs of `total` direct tokens through `server`, with the CPU time `server` and
+    /// the sandbox spent on each.
     async fn fanout_runs(
         &mut self,
         server: &Server,
+        sandbox: &Sandbox,
         total: usize,
         runs: usize,
         watch_rss: bool,
-    ) -> Result<(Vec<f64>, Vec<f64>, Option<f64>)> {
-        let mut rates = Vec::new();
-        let mut us = Vec::new();
-        let mut peak: Option<f64> = None;
+    ) -> Result<FanoutSamples> {
+        let mut samples = FanoutSamples::default();
         for _ in 0..runs {
             let requests = self.token_requests("f", total);
+            let cpu = || -> Result<(f64, f64)> {
+                Ok((
+                    server.proc.cpu_seconds().context("herald serve CPU time")?,
+                    sandbox.proc.cpu_seconds().context("sandbox CPU time")?,
+                ))
+            };
+            let (serve_before, sandbox_before) = cpu()?;
             let run =
                 scenarios::fanout(server, requests, watch_rss.then_some(&server.proc)).await?;
+            let (serve_after, sandbox_after) = cpu()?;
+            let n = run.notifications as f64;
+            let serve_us = (serve_after - serve_before) * 1e6 / n;
+            let sandbox_us = (sandbox_after - sandbox_before) * 1e6 / n;
             eprintln!(
-                "  {} notifications in {:.2} s ({:.0}/s)",
+                "  {} notifications in {:.2} s ({:.0}/s); CPU per notification: serve {serve_us:.1} µs, sandbox {sandbox_us:.1} µs",
                 run.notifications,
                 run.seconds,
-                run.notifications as f64 / run.seconds
+                n / run.seconds
             );
-            rates.push(run.notifications as f64 / run.seconds);
-            us.push(run.seconds * 1e6 / run.notifications as f64);
+            samples.rates.push(n / run.seconds);
+            samples.us.push(run.seconds * 1e6 / n);
+            samples.serve_cpu_us.push(serve_us);
+            samples.sandbox_cpu_us.push(sandbox_us);
             if let Some(p) = run.peak_rss_mb {
-                peak = Some(peak.unwrap_or(0.0).max(p));
+                samples.peak_rss_mb = Some(samples.peak_rss_mb.unwrap_or(0.0).max(p));
             }
             scenarios::settle(server).await?;
         }
-        Ok((rates, us, peak))
+        Ok(samples)
     }
 
     async fn run(&mut self) -> Result<()> {
@@ -260,6 +291,40 @@ impl Bench {
         eprintln!("herald serve (SQLite) on {}", sqlite.target.addr);
         scenarios::create_credentials(&sqlite, &sandbox).await?;
         let runs = self.runs;
+
+        if self.wants("machine") {
+            // The scale figures of issue #5, measured here (see reference.rs).
+            eprintln!("machine: a bare axum handler parsing the send body, 64 clients");
+            let mut rps = Vec::new();
+            for _ in 0..runs {
+                let run = reference::bare_handler(self.sizes.accept_seconds, |i| {
+                    Bytes::from(format!(
+                        r#"{{"from":{{"appName":"{APP}"}},"to":[{{"token":"bare-{i:08}","provider":"APN"}}],"content":{{"title":"Herald bench","body":"Your order shipped"}}}}"#
+                    ))
+                })
+                .await?;
+                eprintln!("  {} requests in {:.2} s", run.requests, run.seconds);
+                rps.push(run.requests as f64 / run.seconds);
+            }
+            self.emit(Figure::new(
+                "machine",
+                "bare_handler_requests_per_s",
+                rps,
+                "reported",
+                json!({"clients": 64, "goals_machine": 50000}),
+            ));
+            let mut ms = Vec::new();
+            for _ in 0..runs {
+                ms.push(reference::fsync_commit_ms(&self.work, 300).await?);
+            }
+            self.emit(Figure::new(
+                "machine",
+                "fsync_commit_ms",
+                ms,
+                "reported",
+                json!({"commits_per_run": 300, "goals_machine": 0.26}),
+            ));
+        }
 
         if self.wants("memory") {
             // Idle: after start-up and the credentials, before any load.
@@ -278,16 +343,20 @@ impl Bench {
         let mut client_ceiling = None;
         if self.wants("ceiling") {
             eprintln!("ceiling: h2load -c 2 -m 1000 against the sandbox APNs endpoint");
-            let mut samples = Vec::new();
+            let (mut samples, mut h2load_cpu, mut sandbox_cpu) =
+                (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
-                samples.push(scenarios::h2load(
+                let run = scenarios::h2load(
                     &self.cli.h2load,
                     &sandbox,
                     &self.work,
                     self.sizes.ceiling_requests,
                     2,
                     1000,
-                )?);
+                )?;
+                samples.push(run.requests_per_s);
+                h2load_cpu.push(run.h2load_cpu_us);
+                sandbox_cpu.push(run.sandbox_cpu_us);
             }
             let f = Figure::new(
                 "ceiling",
@@ -298,6 +367,20 @@ impl Bench {
             );
             ceiling = Some(f.median());
             self.emit(f);
+            self.emit(Figure::new(
+                "ceiling",
+                "h2load_cpu_us_per_request",
+                h2load_cpu,
+                "reported",
+                json!({}),
+            ));
+            self.emit(Figure::new(
+                "ceiling",
+                "sandbox_cpu_us_per_request",
+                sandbox_cpu,
+                "reported",
+                json!({"client": "h2load"}),
+            ));
 
             // Herald's own APNs client under the engine's fan-out concurrency: one client per
             // credential (APN and FCM in the fan-out, so 2) with up to 1000 sends in flight each.
@@ -306,6 +389,7 @@ impl Bench {
                 "ceiling: Herald's APNs client, {clients} clients x {in_flight} in flight against the sandbox APNs endpoint"
             );
             let mut samples = Vec::new();
+            let mut client_cpu = Vec::new();
             let mut connections = 0;
             for _ in 0..runs {
                 let run = scenarios::client_ceiling(
@@ -316,6 +400,7 @@ impl Bench {
                 )
                 .await?;
                 samples.push(run.requests_per_s);
+                client_cpu.push(run.client_cpu_us);
                 connections = connections.max(run.connections);
             }
             let f = Figure::new(
@@ -327,25 +412,52 @@ impl Bench {
             );
             client_ceiling = Some(f.median());
             self.emit(f);
+            self.emit(Figure::new(
+                "ceiling",
+                "client_cpu_us_per_request",
+                client_cpu,
+                "reported",
+                json!({}),
+            ));
         }
 
         let mut fanout_median = None;
+        let mut fanout_cpu = None;
         if self.wants("fanout") {
             let total = self.sizes.fanout_requests * 10_000;
             eprintln!(
                 "fanout: {} requests x 10,000 tokens (SQLite)",
                 self.sizes.fanout_requests
             );
-            let (rates, _, _) = self.fanout_runs(&sqlite, total, runs, false).await?;
+            let fanout = self
+                .fanout_runs(&sqlite, &sandbox, total, runs, false)
+                .await?;
             let f = Figure::new(
                 "fanout",
                 "notifications_per_s",
-                rates,
+                fanout.rates,
                 ">= 50000",
                 json!({"notifications": total, "backend": "sqlite"}),
             );
             fanout_median = Some(f.median());
             self.emit(f);
+            let serve = Figure::new(
+                "fanout",
+                "serve_cpu_us_per_notification",
+                fanout.serve_cpu_us,
+                "reported",
+                json!({"backend": "sqlite"}),
+            );
+            let sandbox_cpu = Figure::new(
+                "fanout",
+                "sandbox_cpu_us_per_notification",
+                fanout.sandbox_cpu_us,
+                "reported",
+                json!({"backend": "sqlite"}),
+            );
+            fanout_cpu = Some((serve.median(), sandbox_cpu.median()));
+            self.emit(serve);
+            self.emit(sandbox_cpu);
         }
         if let (Some(c), Some(f)) = (ceiling, fanout_median) {
             self.emit(Figure::new(
@@ -354,6 +466,28 @@ impl Bench {
                 vec![f / c],
                 ">= 0.5",
                 json!({}),
+            ));
+        }
+        if let (Some(c), Some((serve_us, sandbox_us))) = (ceiling, fanout_cpu) {
+            // Herald and the sandbox share this machine's cores: a fan-out can go no faster than
+            // the cores divided by the CPU both spend per notification, whatever else changes.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+            let cpu_bound = cores * 1e6 / (serve_us + sandbox_us);
+            self.emit(Figure::new(
+                "ceiling",
+                "fanout_cpu_bound_share_of_ceiling",
+                vec![cpu_bound / c],
+                "reported",
+                json!({"cores": cores, "cpu_bound_notifications_per_s": cpu_bound.round()}),
+            ));
+            // The CPU `herald serve` may spend per notification for the fan-out to reach half
+            // of the ceiling, the sandbox's share left as measured.
+            self.emit(Figure::new(
+                "ceiling",
+                "serve_cpu_us_budget_for_half_ceiling",
+                vec![cores * 1e6 / (0.5 * c) - sandbox_us],
+                "reported",
+                json!({"serve_cpu_us_per_notification": (serve_us * 10.0).round() / 10.0}),
             ));
         }
         if let (Some(c), Some(f)) = (client_ceiling, fanout_median) {
@@ -503,9 +637,15 @@ impl Bench {
         if self.wants("growth") || self.wants("memory") {
             let (small, large) = (self.sizes.growth_small, self.sizes.growth_large);
             eprintln!("growth: {small} and {large} notifications");
-            let (_, us_small, _) = self.fanout_runs(&sqlite, small, runs, false).await?;
+            let us_small = self
+                .fanout_runs(&sqlite, &sandbox, small, runs, false)
+                .await?
+                .us;
             let large_runs = if self.cli.quick { runs } else { 1 };
-            let (_, us_large, peak) = self.fanout_runs(&sqlite, large, large_runs, true).await?;
+            let large_run = self
+                .fanout_runs(&sqlite, &sandbox, large, large_runs, true)
+                .await?;
+            let (us_large, peak) = (large_run.us, large_run.peak_rss_mb);
             let sizes = json!({"size_small": small, "size_large": large});
             if self.wants("growth") {
                 let s = Figure::new(
@@ -533,6 +673,40 @@ impl Bench {
                     sizes.clone(),
                 ));
             }
+            if self.wants("machine") {
+                // The scale figures of issue #5, measured here (see reference.rs).
+                eprintln!("machine: a bare axum handler parsing the send body, 64 clients");
+                let mut rps = Vec::new();
+                for _ in 0..runs {
+                    let run = reference::bare_handler(self.sizes.accept_seconds, |i| {
+                    Bytes::from(format!(
+                        r#"{{"from":{{"appName":"{APP}"}},"to":[{{"token":"bare-{i:08}","provider":"APN"}}],"content":{{"title":"Herald bench","body":"Your order shipped"}}}}"#
+                    ))
+                })
+                .await?;
+                    eprintln!("  {} requests in {:.2} s", run.requests, run.seconds);
+                    rps.push(run.requests as f64 / run.seconds);
+                }
+                self.emit(Figure::new(
+                    "machine",
+                    "bare_handler_requests_per_s",
+                    rps,
+                    "reported",
+                    json!({"clients": 64, "goals_machine": 50000}),
+                ));
+                let mut ms = Vec::new();
+                for _ in 0..runs {
+                    ms.push(reference::fsync_commit_ms(&self.work, 300).await?);
+                }
+                self.emit(Figure::new(
+                    "machine",
+                    "fsync_commit_ms",
+                    ms,
+                    "reported",
+                    json!({"commits_per_run": 300, "goals_machine": 0.26}),
+                ));
+            }
+
             if self.wants("memory") {
                 let goal = if large >= 1_000_000 {
                     "<= 250"
@@ -569,7 +743,10 @@ impl Bench {
                         scenarios::create_credentials(&pg, &sandbox).await?;
                         let total = self.sizes.fanout_requests * 10_000;
                         eprintln!("postgres: fanout {total} notifications");
-                        let (rates, _, _) = self.fanout_runs(&pg, total, runs, false).await?;
+                        let rates = self
+                            .fanout_runs(&pg, &sandbox, total, runs, false)
+                            .await?
+                            .rates;
                         self.emit(Figure::new(
                             "postgres",
                             "notifications_per_s",
@@ -737,6 +914,9 @@ fn report(bench: &Bench, elapsed: Duration) -> Result<()> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(addr) = cli.bare_server {
+        return reference::serve_bare(addr).await;
+    }
     for s in &cli.only {
         anyhow::ensure!(
             ALL.contains(&s.as_str()),

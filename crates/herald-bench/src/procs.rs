@@ -20,6 +20,10 @@ pub struct Proc {
 }
 
 impl Proc {
+    pub fn from_child(child: Child) -> Proc {
+        Proc { child }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -27,6 +31,11 @@ impl Proc {
     /// Resident set size now (VmRSS) in MiB.
     pub fn rss_mb(&self) -> Option<f64> {
         proc_status_kb(self.pid(), "VmRSS:").map(|kb| kb as f64 / 1024.0)
+    }
+
+    /// CPU time used so far (user + system, all threads) in seconds, from `/proc/PID/stat`.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        cpu_seconds(self.pid())
     }
 
     fn stop(&mut self) {
@@ -65,6 +74,20 @@ fn proc_status_kb(pid: u32, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// utime + stime of `pid` in seconds (fields 14 and 15 of `/proc/PID/stat`, in clock ticks).
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after it start past its ')'.
+    let after_name = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // after_name starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / ticks.max(1) as f64)
+}
+
 fn log_file(path: &Path) -> Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -75,8 +98,8 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
 
 /// `herald sandbox --no-record` with fresh credentials in `dir`.
 pub struct Sandbox {
-    /// Kept to stop the sandbox on drop.
-    _proc: Proc,
+    /// Stopped on drop.
+    pub proc: Proc,
     pub addr: SocketAddr,
     pub dir: PathBuf,
     /// `herald.env` as key/value pairs.
@@ -122,7 +145,7 @@ impl Sandbox {
             .map(|(k, v)| (k.trim().to_owned(), v.trim().trim_matches('"').to_owned()))
             .collect();
         Ok(Sandbox {
-            _proc: proc,
+            proc,
             addr,
             dir: creds,
             env,

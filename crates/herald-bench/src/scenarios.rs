@@ -347,11 +347,12 @@ pub fn h2load(
     requests: usize,
     connections: usize,
     streams: usize,
-) -> Result<f64> {
+) -> Result<H2loadRun> {
     let (jwt, topic) = apns_jwt(&sandbox.dir)?;
     let payload = work.join("apns-payload.json");
     std::fs::write(&payload, serde_json::to_vec(&ceiling_payload())?)?;
     let cpu_before = cpu_seconds(libc::RUSAGE_CHILDREN);
+    let sandbox_cpu_before = sandbox.proc.cpu_seconds().context("sandbox CPU time")?;
     let output = std::process::Command::new(h2load)
         .arg("-n")
         .arg(requests.to_string())
@@ -379,6 +380,7 @@ pub fn h2load(
         .with_context(|| format!("running {h2load}"))?;
     // The reaped h2load is the only child that has exited: the difference is its CPU time.
     let cpu = cpu_seconds(libc::RUSAGE_CHILDREN) - cpu_before;
+    let sandbox_cpu = sandbox.proc.cpu_seconds().context("sandbox CPU time")? - sandbox_cpu_before;
     let text = String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         bail!(
@@ -412,11 +414,24 @@ pub fn h2load(
         .and_then(|s| s.trim().strip_suffix(" req/s"))
         .and_then(|s| s.trim().parse().ok())
         .context("h2load: req/s")?;
+    let run = H2loadRun {
+        requests_per_s: rate,
+        h2load_cpu_us: cpu * 1e6 / requests as f64,
+        sandbox_cpu_us: sandbox_cpu * 1e6 / requests as f64,
+    };
     eprintln!(
-        "  h2load: {requests} requests, {rate:.0}/s, {:.1} µs CPU/request in h2load",
-        cpu * 1e6 / requests as f64
+        "  h2load: {requests} requests, {rate:.0}/s, CPU per request: h2load {:.1} µs, sandbox {:.1} µs",
+        run.h2load_cpu_us, run.sandbox_cpu_us
     );
-    Ok(rate)
+    Ok(run)
+}
+
+/// Result of one h2load run against the sandbox.
+pub struct H2loadRun {
+    pub requests_per_s: f64,
+    /// CPU time per request of h2load and of the sandbox.
+    pub h2load_cpu_us: f64,
+    pub sandbox_cpu_us: f64,
 }
 
 /// User plus system CPU seconds of `who` (`RUSAGE_SELF` or `RUSAGE_CHILDREN`).
@@ -434,6 +449,9 @@ fn cpu_seconds(who: libc::c_int) -> f64 {
 /// Result of one run of Herald's own APNs client.
 pub struct ClientRun {
     pub requests_per_s: f64,
+    /// CPU time per request of this process (the client) and of the sandbox.
+    pub client_cpu_us: f64,
+    pub sandbox_cpu_us: f64,
     /// HTTP/2 connections the clients opened (the pool opens more only when streams run out).
     pub connections: u64,
 }
@@ -492,6 +510,7 @@ pub async fn client_ceiling(
 
     let next = Arc::new(AtomicUsize::new(0));
     let cpu_before = cpu_seconds(libc::RUSAGE_SELF);
+    let sandbox_cpu_before = sandbox.proc.cpu_seconds().context("sandbox CPU time")?;
     let started = Instant::now();
     let mut apns_clients = Vec::new();
     let mut senders = Vec::new();
@@ -530,6 +549,7 @@ pub async fn client_ceiling(
     }
     let seconds = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds(libc::RUSAGE_SELF) - cpu_before;
+    let sandbox_cpu = sandbox.proc.cpu_seconds().context("sandbox CPU time")? - sandbox_cpu_before;
     if delivered != requests as u64 {
         bail!(
             "client ceiling: only {delivered} of {requests} delivered; first failure: {}",
@@ -538,12 +558,15 @@ pub async fn client_ceiling(
     }
     let connections = apns_clients.iter().map(|c| c.connections_opened()).sum();
     let rate = requests as f64 / seconds;
-    eprintln!(
-        "  Herald client: {requests} requests in {seconds:.2} s, {rate:.0}/s, {connections} connections, {:.1} µs CPU/request in herald-bench",
-        cpu * 1e6 / requests as f64
-    );
-    Ok(ClientRun {
+    let run = ClientRun {
         requests_per_s: rate,
+        client_cpu_us: cpu * 1e6 / requests as f64,
+        sandbox_cpu_us: sandbox_cpu * 1e6 / requests as f64,
         connections,
-    })
+    };
+    eprintln!(
+        "  Herald client: {requests} requests in {seconds:.2} s, {rate:.0}/s, {connections} connections, CPU per request: client {:.1} µs, sandbox {:.1} µs",
+        run.client_cpu_us, run.sandbox_cpu_us
+    );
+    Ok(run)
 }
