@@ -609,3 +609,142 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
         assert!(op.completed_at.is_some());
     }
 }
+
+/// PostgreSQL: holds operation `id`'s row on a second connection (as a cancel's first statement
+/// does), starts `contender`, waits until it is blocked by that connection, then runs the
+/// cancel's notification update `cancel_sql` ($1 the operation, $2 now) there and commits.
+/// Returns how many rows the cancel changed and the contender's result; without a consistent
+/// lock order the two deadlock and PostgreSQL aborts one of them.
+async fn race_a_cancel<T: Send + 'static>(
+    db: &TestDatabase,
+    id: &str,
+    cancel_sql: &str,
+    contender: impl std::future::Future<Output = herald_store::Result<T>> + Send + 'static,
+) -> (u64, herald_store::Result<T>) {
+    use sqlx::Connection as _;
+    let mut canceler = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut canceler).await.unwrap();
+    let canceler_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT id FROM operations WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let contender = tokio::spawn(contender);
+    // Until the contender waits for the canceler: whatever it locks first, it has locked.
+    let mut watcher = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let mut waited = 0;
+    loop {
+        let blocked: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+        )
+        .bind(canceler_pid)
+        .fetch_one(&mut watcher)
+        .await
+        .unwrap();
+        if blocked > 0 {
+            break;
+        }
+        waited += 1;
+        assert!(
+            waited < 3_000,
+            "the contender never waited for the operation row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let canceled = sqlx::query(cancel_sql)
+        .bind(id)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await
+        .expect("the cancel's update does not deadlock")
+        .rows_affected();
+    tx.commit().await.unwrap();
+    (canceled, contender.await.unwrap())
+}
+
+/// PostgreSQL: a promotion or a late outcome of an operation being canceled takes the operation's
+/// row before any of its notifications, so it cannot deadlock with the cancel.
+#[tokio::test]
+async fn promotions_and_outcomes_take_the_operation_before_its_rows() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = db.store().await;
+    let acc = account(&store).await;
+
+    // Due SCHEDULED rows: the cancel gets them, the promotion then finds none.
+    let id = store
+        .create_operation(new_op(&acc, 2, None))
+        .await
+        .unwrap()
+        .id;
+    let task = store
+        .claim_operations_to_plan(now_ms(), 60_000, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let plan = PlanBatch {
+        scheduled_until: Some(now_ms() - 1_000),
+        ..first_steps(&task, 2)
+    };
+    assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
+    let (canceled, promoted) = race_a_cancel(
+        &db,
+        &id,
+        "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
+         WHERE operation_id = $1 AND status = 'SCHEDULED'",
+        {
+            let store = store.clone();
+            async move { store.promote_scheduled(now_ms(), 100).await }
+        },
+    )
+    .await;
+    assert_eq!(canceled, 2);
+    assert_eq!(promoted.expect("the promotion does not deadlock"), 0);
+
+    // A claimed row whose lease ran out: the cancel takes it, the late outcome is stale.
+    let id = store
+        .create_operation(new_op(&acc, 1, None))
+        .await
+        .unwrap()
+        .id;
+    let task = store
+        .claim_operations_to_plan(now_ms(), 60_000, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .write_plan_batch(&first_steps(&task, 1))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let claim = store.claim_notifications(now_ms(), 1, 10).await.unwrap();
+    assert_eq!(claim.notifications.len(), 1);
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let outcome = OutcomeWrite {
+        id: claim.notifications[0].id.clone(),
+        operation_id: id.clone(),
+        kind: OutcomeKind::Sent,
+    };
+    let (canceled, written) = race_a_cancel(
+        &db,
+        &id,
+        "UPDATE notifications SET status = 'CANCELED', claim_token = NULL, updated_at = $2 \
+         WHERE operation_id = $1 AND status = 'QUEUED' \
+         AND (claim_token IS NULL OR due_at <= $2)",
+        {
+            let store = store.clone();
+            async move { store.record_outcomes(&claim.token, &[outcome]).await }
+        },
+    )
+    .await;
+    assert_eq!(canceled, 1);
+    let summary = written.expect("the outcome write does not deadlock");
+    assert_eq!((summary.sent, summary.stale), (0, 1));
+}
