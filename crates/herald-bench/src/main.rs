@@ -673,40 +673,6 @@ impl Bench {
                     sizes.clone(),
                 ));
             }
-            if self.wants("machine") {
-                // The scale figures of issue #5, measured here (see reference.rs).
-                eprintln!("machine: a bare axum handler parsing the send body, 64 clients");
-                let mut rps = Vec::new();
-                for _ in 0..runs {
-                    let run = reference::bare_handler(self.sizes.accept_seconds, |i| {
-                    Bytes::from(format!(
-                        r#"{{"from":{{"appName":"{APP}"}},"to":[{{"token":"bare-{i:08}","provider":"APN"}}],"content":{{"title":"Herald bench","body":"Your order shipped"}}}}"#
-                    ))
-                })
-                .await?;
-                    eprintln!("  {} requests in {:.2} s", run.requests, run.seconds);
-                    rps.push(run.requests as f64 / run.seconds);
-                }
-                self.emit(Figure::new(
-                    "machine",
-                    "bare_handler_requests_per_s",
-                    rps,
-                    "reported",
-                    json!({"clients": 64, "goals_machine": 50000}),
-                ));
-                let mut ms = Vec::new();
-                for _ in 0..runs {
-                    ms.push(reference::fsync_commit_ms(&self.work, 300).await?);
-                }
-                self.emit(Figure::new(
-                    "machine",
-                    "fsync_commit_ms",
-                    ms,
-                    "reported",
-                    json!({"commits_per_run": 300, "goals_machine": 0.26}),
-                ));
-            }
-
             if self.wants("memory") {
                 let goal = if large >= 1_000_000 {
                     "<= 250"
