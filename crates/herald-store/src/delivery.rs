@@ -582,48 +582,6 @@ async fn start_processing(
 
 /// Marks finished the operations among `ids` with nothing left to plan, schedule or send
 /// (an `operation.completed` event each, with status `COMPLETED` or `CANCELED`); returns them.
-/// PostgreSQL: locks the rows of `operation_ids` (in id order) before a transaction changes any
-/// of their notifications. Every transaction that changes notifications and then their
-/// operation's counters takes the operation rows first (cancel and the planning steps do so with
-/// their first statement), so no two can each hold a row the other waits for: a cancel used to
-/// deadlock with a promotion, a credential fail-fast or a late outcome writing the same
-/// operation. SQLite has one writer and needs nothing.
-async fn lock_operations(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    operation_ids: &[String],
-) -> Result<()> {
-    if backend != Backend::Postgres || operation_ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "SELECT id FROM operations \
-         WHERE id IN (SELECT json_array_elements_text($1::text::json)) ORDER BY id FOR UPDATE",
-    )
-    .bind(json_list(operation_ids))
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(())
-}
-
-/// PostgreSQL: the operations of the notifications `pick` (a `SELECT operation_id ...` with its
-/// parameters bound by `bind`) would touch, locked with [`lock_operations`]; the caller then
-/// limits its change to them. `None` on SQLite (no limit needed).
-async fn lock_operations_of<'q>(
-    conn: &mut AnyConnection,
-    backend: Backend,
-    pick: sqlx::query::QueryScalar<'q, sqlx::Any, String, sqlx::any::AnyArguments<'q>>,
-) -> Result<Option<Vec<String>>> {
-    if backend != Backend::Postgres {
-        return Ok(None);
-    }
-    let mut ids = pick.fetch_all(&mut *conn).await?;
-    ids.sort();
-    ids.dedup();
-    lock_operations(conn, backend, &ids).await?;
-    Ok(Some(ids))
-}
-
 async fn complete_finished(
     conn: &mut AnyConnection,
     backend: Backend,
@@ -1033,40 +991,24 @@ impl SqlStore {
         now: i64,
         limit: i64,
     ) -> Result<u64> {
-        let locked = lock_operations_of(
-            tx,
-            self.backend(),
-            sqlx::query_scalar(
-                "SELECT operation_id FROM notifications WHERE status = 'SCHEDULED' \
-                 AND due_at <= $1 ORDER BY due_at LIMIT $2",
-            )
-            .bind(now)
-            .bind(limit),
-        )
-        .await?;
         let sql = self.claim_sql(
             "notifications",
             "status = 'QUEUED', updated_at = $1",
-            &format!(
-                "SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1{} \
-                 ORDER BY due_at LIMIT $2",
-                if locked.is_some() {
-                    " AND operation_id IN (SELECT json_array_elements_text($3::text::json))"
-                } else {
-                    ""
-                }
-            ),
+            "SELECT id FROM notifications WHERE status = 'SCHEDULED' AND due_at <= $1 \
+             ORDER BY due_at LIMIT $2",
             "status = 'SCHEDULED'",
             "operation_id",
         );
-        let mut query = sqlx::query(&sql).bind(now).bind(limit);
-        if let Some(ids) = &locked {
-            query = query.bind(json_list(ids));
-        }
         let mut deltas = StatDeltas::default();
-        let moved = Self::count_moved(tx, query, &mut deltas, SCHEDULED, QUEUED)
-            .await?
-            .len() as u64;
+        let moved = Self::count_moved(
+            tx,
+            sqlx::query(&sql).bind(now).bind(limit),
+            &mut deltas,
+            SCHEDULED,
+            QUEUED,
+        )
+        .await?
+        .len() as u64;
         if moved == 0 {
             return Ok(0);
         }
@@ -1197,11 +1139,6 @@ impl SqlStore {
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
         let mut events = PendingEvents::default();
-        let mut operation_ids: Vec<String> =
-            outcomes.iter().map(|o| o.operation_id.clone()).collect();
-        operation_ids.sort();
-        operation_ids.dedup();
-        lock_operations(tx, self.backend(), &operation_ids).await?;
         let sent: Vec<(&str, &str)> = outcomes
             .iter()
             .filter(|o| o.kind == OutcomeKind::Sent)
@@ -1414,26 +1351,35 @@ impl DeliveryStore for SqlStore {
             };
         }
         let mut deltas = StatDeltas::default();
-        let scheduled = sqlx::query(
-            "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
-             WHERE operation_id = $1 AND status = 'SCHEDULED'",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected() as i64;
+        // PostgreSQL: rows another transaction holds right now are skipped, not waited for. A
+        // promotion, a credential fail-fast or a late outcome changes rows first and their
+        // operation's counters after; this cancel holds the operation row, so waiting for such
+        // a row would deadlock. A skipped row takes that transaction's result (as a row in
+        // flight does).
+        let cancel_where = |condition: &str| {
+            self.claim_sql(
+                "notifications",
+                "status = 'CANCELED', claim_token = NULL, updated_at = $2",
+                &format!("SELECT id FROM notifications WHERE operation_id = $1 AND {condition}"),
+                condition,
+                "id",
+            )
+        };
+        let scheduled = sqlx::query(&cancel_where("status = 'SCHEDULED'"))
+            .bind(id)
+            .bind(now)
+            .fetch_all(&mut *tx)
+            .await?
+            .len() as i64;
         // Rows in flight (claimed, lease running) may be with the provider already: they finish.
-        let queued = sqlx::query(
-            "UPDATE notifications SET status = 'CANCELED', claim_token = NULL, updated_at = $2 \
-             WHERE operation_id = $1 AND status = 'QUEUED' \
-             AND (claim_token IS NULL OR due_at <= $2)",
-        )
+        let queued = sqlx::query(&cancel_where(
+            "status = 'QUEUED' AND (claim_token IS NULL OR due_at <= $2)",
+        ))
         .bind(id)
         .bind(now)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?
-        .rows_affected() as i64;
+        .len() as i64;
         deltas.add(id, SCHEDULED, -scheduled);
         deltas.add(id, QUEUED, -queued);
         deltas.add(id, CANCELED, scheduled + queued);
@@ -1650,42 +1596,27 @@ impl DeliveryStore for SqlStore {
         loop {
             let now = now_ms();
             let mut tx = self.writer().begin().await?;
-            let locked = lock_operations_of(
-                &mut tx,
-                self.backend(),
-                sqlx::query_scalar(
-                    "SELECT operation_id FROM notifications WHERE credential_id = $1 \
-                     AND status = 'QUEUED' AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000",
-                )
-                .bind(credential_id)
-                .bind(now),
-            )
-            .await?;
             let sql = self.claim_sql(
                 "notifications",
                 "status = 'FAILED', claim_token = NULL, error = $1, updated_at = $2",
-                &format!(
-                    "SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
-                     AND (claim_token IS NULL OR due_at <= $2){} LIMIT 1000",
-                    if locked.is_some() {
-                        " AND operation_id IN (SELECT json_array_elements_text($4::text::json))"
-                    } else {
-                        ""
-                    }
-                ),
+                "SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
+                 AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000",
                 "status = 'QUEUED'",
                 "operation_id, id, account_sid",
             );
-            let mut query = sqlx::query(&sql)
-                .bind(error.as_str())
-                .bind(now)
-                .bind(credential_id);
-            if let Some(ids) = &locked {
-                query = query.bind(json_list(ids));
-            }
             let mut deltas = StatDeltas::default();
             let mut events = PendingEvents::default();
-            let rows = Self::count_moved(&mut tx, query, &mut deltas, QUEUED, FAILED).await?;
+            let rows = Self::count_moved(
+                &mut tx,
+                sqlx::query(&sql)
+                    .bind(error.as_str())
+                    .bind(now)
+                    .bind(credential_id),
+                &mut deltas,
+                QUEUED,
+                FAILED,
+            )
+            .await?;
             for row in &rows {
                 let operation_id: String = row.try_get(0)?;
                 let id: String = row.try_get(1)?;

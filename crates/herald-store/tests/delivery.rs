@@ -610,38 +610,43 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
     }
 }
 
-/// PostgreSQL: holds operation `id`'s row on a second connection (as a cancel's first statement
-/// does), starts `contender`, waits until it is blocked by that connection, then runs the
-/// cancel's notification update `cancel_sql` ($1 the operation, $2 now) there and commits.
-/// Returns how many rows the cancel changed and the contender's result; without a consistent
-/// lock order the two deadlock and PostgreSQL aborts one of them.
-async fn race_a_cancel<T: Send + 'static>(
+/// PostgreSQL: a second connection plays a promotion, a fail-fast or a late outcome: it holds the
+/// notification rows `lock_sql` selects ($1 the operation) and then updates the operation's
+/// counters. A real cancel runs between its two statements. The cancel holds the operation row
+/// from its first statement, so it must not wait for the held rows, or the two deadlock and
+/// PostgreSQL aborts one. Returns the operation after both.
+async fn race_a_cancel(
     db: &TestDatabase,
+    store: &SqlStore,
+    acc: &str,
     id: &str,
-    cancel_sql: &str,
-    contender: impl std::future::Future<Output = herald_store::Result<T>> + Send + 'static,
-) -> (u64, herald_store::Result<T>) {
+    lock_sql: &str,
+) -> herald_store::delivery::OperationRecord {
     use sqlx::Connection as _;
-    let mut canceler = sqlx::AnyConnection::connect(&db.url).await.unwrap();
-    let mut tx = sqlx::Connection::begin(&mut canceler).await.unwrap();
-    let canceler_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+    let mut contender = sqlx::AnyConnection::connect(&db.url).await.unwrap();
+    let mut tx = sqlx::Connection::begin(&mut contender).await.unwrap();
+    let contender_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("SELECT id FROM operations WHERE id = $1 FOR UPDATE")
+    let held = sqlx::query(lock_sql)
         .bind(id)
-        .fetch_one(&mut *tx)
+        .fetch_all(&mut *tx)
         .await
         .unwrap();
-    let contender = tokio::spawn(contender);
-    // Until the contender waits for the canceler: whatever it locks first, it has locked.
+    assert!(!held.is_empty());
+    let cancel = tokio::spawn({
+        let (store, acc, id) = (store.clone(), acc.to_owned(), id.to_owned());
+        async move { store.cancel_operation(&acc, &id).await }
+    });
+    // Until the cancel is done or waits for the contender.
     let mut watcher = sqlx::AnyConnection::connect(&db.url).await.unwrap();
     let mut waited = 0;
-    loop {
+    while !cancel.is_finished() {
         let blocked: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
         )
-        .bind(canceler_pid)
+        .bind(contender_pid)
         .fetch_one(&mut watcher)
         .await
         .unwrap();
@@ -649,34 +654,31 @@ async fn race_a_cancel<T: Send + 'static>(
             break;
         }
         waited += 1;
-        assert!(
-            waited < 3_000,
-            "the contender never waited for the operation row"
-        );
+        assert!(waited < 3_000, "the cancel neither finished nor waited");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    let canceled = sqlx::query(cancel_sql)
+    sqlx::query("UPDATE operations SET updated_at = updated_at + 1 WHERE id = $1")
         .bind(id)
-        .bind(now_ms())
         .execute(&mut *tx)
         .await
-        .expect("the cancel's update does not deadlock")
-        .rows_affected();
+        .expect("the contender's counter update does not deadlock");
     tx.commit().await.unwrap();
-    (canceled, contender.await.unwrap())
+    cancel.await.unwrap().expect("the cancel does not deadlock");
+    store.get_operation(acc, id).await.unwrap()
 }
 
-/// PostgreSQL: a promotion or a late outcome of an operation being canceled takes the operation's
-/// row before any of its notifications, so it cannot deadlock with the cancel.
+/// PostgreSQL: a cancel skips the notification rows another transaction holds instead of
+/// waiting for them while it holds their operation (a deadlock before); those rows take the
+/// other transaction's result, and the cancel cancels the rest.
 #[tokio::test]
-async fn promotions_and_outcomes_take_the_operation_before_its_rows() {
+async fn a_cancel_skips_rows_another_transaction_holds() {
     let Some(db) = TestDatabase::postgres().await else {
         return;
     };
     let store = db.store().await;
     let acc = account(&store).await;
 
-    // Due SCHEDULED rows: the cancel gets them, the promotion then finds none.
+    // Due SCHEDULED rows, one held as a promotion would hold it.
     let id = store
         .create_operation(new_op(&acc, 2, None))
         .await
@@ -692,21 +694,18 @@ async fn promotions_and_outcomes_take_the_operation_before_its_rows() {
         ..first_steps(&task, 2)
     };
     assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
-    let (canceled, promoted) = race_a_cancel(
+    let op = race_a_cancel(
         &db,
+        &store,
+        &acc,
         &id,
-        "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
-         WHERE operation_id = $1 AND status = 'SCHEDULED'",
-        {
-            let store = store.clone();
-            async move { store.promote_scheduled(now_ms(), 100).await }
-        },
+        "SELECT id FROM notifications WHERE operation_id = $1 AND status = 'SCHEDULED' \
+         ORDER BY recipient_index LIMIT 1 FOR UPDATE",
     )
     .await;
-    assert_eq!(canceled, 2);
-    assert_eq!(promoted.expect("the promotion does not deadlock"), 0);
+    assert_eq!((op.stats.scheduled, op.stats.canceled), (1, 1));
 
-    // A claimed row whose lease ran out: the cancel takes it, the late outcome is stale.
+    // A claimed row whose lease ran out, held as its late outcome write would hold it.
     let id = store
         .create_operation(new_op(&acc, 1, None))
         .await
@@ -727,24 +726,31 @@ async fn promotions_and_outcomes_take_the_operation_before_its_rows() {
     let claim = store.claim_notifications(now_ms(), 1, 10).await.unwrap();
     assert_eq!(claim.notifications.len(), 1);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    let outcome = OutcomeWrite {
-        id: claim.notifications[0].id.clone(),
-        operation_id: id.clone(),
-        kind: OutcomeKind::Sent,
-    };
-    let (canceled, written) = race_a_cancel(
+    let op = race_a_cancel(
         &db,
+        &store,
+        &acc,
         &id,
-        "UPDATE notifications SET status = 'CANCELED', claim_token = NULL, updated_at = $2 \
-         WHERE operation_id = $1 AND status = 'QUEUED' \
-         AND (claim_token IS NULL OR due_at <= $2)",
-        {
-            let store = store.clone();
-            async move { store.record_outcomes(&claim.token, &[outcome]).await }
-        },
+        "SELECT id FROM notifications WHERE operation_id = $1 FOR UPDATE",
     )
     .await;
-    assert_eq!(canceled, 1);
-    let summary = written.expect("the outcome write does not deadlock");
-    assert_eq!((summary.sent, summary.stale), (0, 1));
+    assert_eq!((op.stats.queued, op.stats.canceled), (1, 0));
+    // The outcome then lands: the operation completes with it.
+    let summary = store
+        .record_outcomes(
+            &claim.token,
+            &[OutcomeWrite {
+                id: claim.notifications[0].id.clone(),
+                operation_id: id.clone(),
+                kind: OutcomeKind::Sent,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.sent, summary.completed_operations),
+        (1, vec![id.clone()])
+    );
+    let op = store.get_operation(&acc, &id).await.unwrap();
+    assert_eq!((op.status.as_str(), op.stats.sent), ("CANCELED", 1));
 }
