@@ -55,6 +55,22 @@ fn first_steps(task: &PlanTask, rows: i64) -> PlanBatch {
     }
 }
 
+/// A new operation of `recipients` APN tokens in account `acc`, and the planning task claimed
+/// next (this operation's when no other waits to be planned).
+async fn operation_to_plan(store: &SqlStore, acc: &str, recipients: usize) -> (String, PlanTask) {
+    let id = store
+        .create_operation(new_op(acc, recipients, None))
+        .await
+        .unwrap()
+        .id;
+    let task = store
+        .claim_operations_to_plan(now_ms(), 60_000, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    (id, task)
+}
+
 async fn account(store: &SqlStore) -> String {
     store.create_account(None).await.unwrap().account.sid
 }
@@ -281,16 +297,7 @@ async fn a_plan_batch_can_come_claimed_by_the_planner() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let acc = account(&store).await;
-        let id = store
-            .create_operation(new_op(&acc, 3, None))
-            .await
-            .unwrap()
-            .id;
-        let task = store
-            .claim_operations_to_plan(now_ms(), 60_000, 1)
-            .await
-            .unwrap()
-            .remove(0);
+        let (id, task) = operation_to_plan(&store, &acc, 3).await;
         let lease_until = now_ms() + 1_000;
         let plan = PlanBatch {
             lease_until,
@@ -370,16 +377,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let acc = account(&store).await;
-        let id = store
-            .create_operation(new_op(&acc, 4, None))
-            .await
-            .unwrap()
-            .id;
-        let task = store
-            .claim_operations_to_plan(now_ms(), 60_000, 1)
-            .await
-            .unwrap()
-            .remove(0);
+        let (id, task) = operation_to_plan(&store, &acc, 4).await;
         let plan = first_steps(&task, 4);
         assert!(store.write_plan_batch(&plan).await.unwrap().is_some());
         let now = now_ms();
@@ -551,16 +549,7 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
 
         // Half planned, one row in flight: queued rows and the rest of `to` are canceled, the
         // row in flight finishes, and then the operation is CANCELED.
-        let id = store
-            .create_operation(new_op(&acc, 4, None))
-            .await
-            .unwrap()
-            .id;
-        let task = store
-            .claim_operations_to_plan(now_ms(), 60_000, 1)
-            .await
-            .unwrap()
-            .remove(0);
+        let (id, task) = operation_to_plan(&store, &acc, 4).await;
         let plan = PlanBatch {
             done: false,
             priority: "LOW".into(),
@@ -679,16 +668,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     let acc = account(&store).await;
 
     // Due SCHEDULED rows, one held as a promotion would hold it.
-    let id = store
-        .create_operation(new_op(&acc, 2, None))
-        .await
-        .unwrap()
-        .id;
-    let task = store
-        .claim_operations_to_plan(now_ms(), 60_000, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let (id, task) = operation_to_plan(&store, &acc, 2).await;
     let plan = PlanBatch {
         scheduled_until: Some(now_ms() - 1_000),
         ..first_steps(&task, 2)
@@ -706,16 +686,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     assert_eq!((op.stats.scheduled, op.stats.canceled), (1, 1));
 
     // A claimed row whose lease ran out, held as its late outcome write would hold it.
-    let id = store
-        .create_operation(new_op(&acc, 1, None))
-        .await
-        .unwrap()
-        .id;
-    let task = store
-        .claim_operations_to_plan(now_ms(), 60_000, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let (id, task) = operation_to_plan(&store, &acc, 1).await;
     assert!(
         store
             .write_plan_batch(&first_steps(&task, 1))
