@@ -21,7 +21,7 @@
 //!   the same transaction as the change they report, so an event exists if and only if the change
 //!   committed (see `docs/events.md`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -287,6 +287,8 @@ pub struct OutcomeSummary {
     pub sent: u64,
     pub failed: u64,
     pub retried: u64,
+    /// Retryable outcomes of rows whose operation was canceled meanwhile: CANCELED, not retried.
+    pub canceled: u64,
     /// Outcomes for rows no longer held by the claim (lease expired and taken over, or canceled).
     pub stale: u64,
     /// Operations that finished in this write.
@@ -611,6 +613,41 @@ async fn complete_finished(
         events.operation(id, types::OPERATION_COMPLETED);
     }
     Ok(done)
+}
+
+/// Of the operations `ids`, those whose cancel was requested. On PostgreSQL every one of them is
+/// locked (`FOR UPDATE`, in id order like [`StatDeltas::apply`]), so a cancel that is committing
+/// right now is waited for and seen. Callers lock their notification rows first and call this
+/// before [`StatDeltas::apply`], the order every writer but the cancel uses (the cancel skips
+/// locked rows instead of waiting).
+async fn canceled_operations(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[String],
+) -> Result<HashSet<String>> {
+    let mut canceled = HashSet::new();
+    if ids.is_empty() {
+        return Ok(canceled);
+    }
+    let sql = format!(
+        "SELECT id, cancel_requested FROM operations WHERE id IN ({}) ORDER BY id{}",
+        json_texts(backend, 1),
+        match backend {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        }
+    );
+    for row in sqlx::query(&sql)
+        .bind(json_list(ids))
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let requested: i64 = row.try_get(1)?;
+        if requested == 1 {
+            canceled.insert(row.try_get(0)?);
+        }
+    }
+    Ok(canceled)
 }
 
 /// The lifecycle events of one transaction, gathered while it runs and written by
@@ -1062,11 +1099,55 @@ impl SqlStore {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let notifications = self
+            .cancel_claimed_of_canceled(tx, &token, notifications, now)
+            .await?;
         Ok(Claim {
             token,
             lease_until,
             notifications,
         })
+    }
+
+    /// Rows of a canceled operation can still be QUEUED: a cancel skips rows another transaction
+    /// holds at that instant (a promotion, a late outcome), and those come out of it QUEUED. A
+    /// claim that picked such rows cancels them instead of handing them out (their attempt
+    /// uncounted), and finishes their operation if nothing else is left; returns the others.
+    async fn cancel_claimed_of_canceled(
+        &self,
+        tx: &mut AnyConnection,
+        token: &str,
+        claimed: Vec<ClaimedNotification>,
+        now: i64,
+    ) -> Result<Vec<ClaimedNotification>> {
+        let mut operations: Vec<String> = claimed.iter().map(|n| n.operation_id.clone()).collect();
+        operations.sort_unstable();
+        operations.dedup();
+        let canceled = canceled_operations(tx, self.backend(), &operations).await?;
+        if canceled.is_empty() {
+            return Ok(claimed);
+        }
+        let (cancel, keep): (Vec<_>, Vec<_>) = claimed
+            .into_iter()
+            .partition(|n| canceled.contains(&n.operation_id));
+        let ids: Vec<&str> = cancel.iter().map(|n| n.id.as_str()).collect();
+        let sql = format!(
+            "UPDATE notifications SET status = 'CANCELED', claim_token = NULL, \
+             attempts = attempts - 1, updated_at = $2 \
+             WHERE id IN ({}) AND claim_token = $1 RETURNING operation_id",
+            json_texts(self.backend(), 3)
+        );
+        let query = sqlx::query(&sql)
+            .bind(token)
+            .bind(now)
+            .bind(json_list(&ids));
+        let mut deltas = StatDeltas::default();
+        Self::count_moved(tx, query, &mut deltas, QUEUED, CANCELED).await?;
+        let mut events = PendingEvents::default();
+        deltas.apply(tx, now, &mut events).await?;
+        complete_finished(tx, self.backend(), &deltas.ids(), now, &mut events).await?;
+        events.insert(tx, self.backend()).await?;
+        Ok(keep)
     }
 
     async fn claim_operations_to_plan_in(
@@ -1139,6 +1220,7 @@ impl SqlStore {
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
         let mut events = PendingEvents::default();
+        let mut retried: Vec<&OutcomeWrite> = Vec::new();
         let sent: Vec<(&str, &str)> = outcomes
             .iter()
             .filter(|o| o.kind == OutcomeKind::Sent)
@@ -1202,7 +1284,7 @@ impl SqlStore {
                     .await?
                     .rows_affected();
                     if updated > 0 {
-                        summary.retried += 1;
+                        retried.push(outcome);
                     } else {
                         summary.stale += 1;
                     }
@@ -1234,6 +1316,34 @@ impl SqlStore {
                         None => summary.stale += 1,
                     }
                 }
+            }
+        }
+        if !retried.is_empty() {
+            // A row of a canceled operation is not tried again: it was in flight when the cancel
+            // came, and the provider did not take it. Every operation of this write is locked
+            // here (PostgreSQL) so the lock order stays that of `deltas.apply`.
+            let mut operations = deltas.ids();
+            operations.extend(retried.iter().map(|o| o.operation_id.clone()));
+            operations.sort_unstable();
+            operations.dedup();
+            let canceled = canceled_operations(tx, self.backend(), &operations).await?;
+            for outcome in retried {
+                if !canceled.contains(&outcome.operation_id) {
+                    summary.retried += 1;
+                    continue;
+                }
+                // This transaction holds the row since its retry update above.
+                sqlx::query(
+                    "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
+                     WHERE id = $1 AND status = 'QUEUED'",
+                )
+                .bind(outcome.id.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                deltas.add(&outcome.operation_id, QUEUED, -1);
+                deltas.add(&outcome.operation_id, CANCELED, 1);
+                summary.canceled += 1;
             }
         }
         deltas.apply(tx, now, &mut events).await?;

@@ -599,9 +599,105 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
     }
 }
 
+/// A row in flight when its operation is canceled that comes back retryable is CANCELED, not
+/// queued again (it would have been sent after the cancel).
+#[tokio::test]
+async fn a_row_in_flight_at_a_cancel_is_not_retried() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let (id, task) = operation_to_plan(&store, &acc, 3).await;
+        assert!(
+            store
+                .write_plan_batch(&first_steps(&task, 3))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        let claim = store
+            .claim_notifications(now_ms(), 60_000, 2)
+            .await
+            .unwrap();
+        assert_eq!(claim.notifications.len(), 2);
+        store.cancel_operation(&acc, &id).await.unwrap();
+        let retry = |n: usize| OutcomeWrite {
+            id: claim.notifications[n].id.clone(),
+            operation_id: id.clone(),
+            kind: OutcomeKind::Retry {
+                due_at: now_ms(),
+                error: NotificationError::new("provider-unavailable", "503"),
+            },
+        };
+        let summary = store
+            .record_outcomes(&claim.token, &[retry(0), retry(1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                summary.retried,
+                summary.canceled,
+                summary.completed_operations
+            ),
+            (0, 2, vec![id.clone()]),
+            "{}",
+            db.name
+        );
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!(
+            (op.status.as_str(), op.stats.queued, op.stats.canceled),
+            ("CANCELED", 0, 3),
+            "{}",
+            db.name
+        );
+        let row = store
+            .get_notification(&acc, &claim.notifications[0].id)
+            .await
+            .unwrap();
+        assert_eq!(row.status, "CANCELED");
+        assert!(
+            store
+                .claim_notifications(now_ms() + 1_000, 60_000, 10)
+                .await
+                .unwrap()
+                .notifications
+                .is_empty(),
+            "{}",
+            db.name
+        );
+
+        // Another operation's retry in the same state is retried as before.
+        let (id, task) = operation_to_plan(&store, &acc, 1).await;
+        let claim = store
+            .write_plan_batch(&PlanBatch {
+                claim: true,
+                ..first_steps(&task, 1)
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        let summary = store
+            .record_outcomes(
+                &claim.token,
+                &[OutcomeWrite {
+                    id: claim.notifications[0].id.clone(),
+                    operation_id: id.clone(),
+                    kind: OutcomeKind::Retry {
+                        due_at: now_ms(),
+                        error: NotificationError::new("provider-unavailable", "503"),
+                    },
+                }],
+            )
+            .await
+            .unwrap();
+        assert_eq!((summary.retried, summary.canceled), (1, 0), "{}", db.name);
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        assert_eq!((op.status.as_str(), op.stats.queued), ("PROCESSING", 1));
+    }
+}
+
 /// PostgreSQL: a second connection plays a promotion, a fail-fast or a late outcome: it holds the
-/// notification rows `lock_sql` selects ($1 the operation) and then updates the operation's
-/// counters. A real cancel runs between its two statements. The cancel holds the operation row
+/// notification rows `lock_sql` selects ($1 the operation) and then runs `counter_sql` on the
+/// operation ($1), as those update its counters. A real cancel runs between its two statements. The cancel holds the operation row
 /// from its first statement, so it must not wait for the held rows, or the two deadlock and
 /// PostgreSQL aborts one. Returns the operation after both.
 async fn race_a_cancel(
@@ -610,6 +706,7 @@ async fn race_a_cancel(
     acc: &str,
     id: &str,
     lock_sql: &str,
+    counter_sql: &str,
 ) -> herald_store::delivery::OperationRecord {
     use sqlx::Connection as _;
     let mut contender = sqlx::AnyConnection::connect(&db.url).await.unwrap();
@@ -646,7 +743,7 @@ async fn race_a_cancel(
         assert!(waited < 3_000, "the cancel neither finished nor waited");
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    sqlx::query("UPDATE operations SET updated_at = updated_at + 1 WHERE id = $1")
+    sqlx::query(counter_sql)
         .bind(id)
         .execute(&mut *tx)
         .await
@@ -667,7 +764,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     let store = db.store().await;
     let acc = account(&store).await;
 
-    // Due SCHEDULED rows, one held as a promotion would hold it.
+    // Due SCHEDULED rows, one promoted by another transaction while the cancel runs.
     let (id, task) = operation_to_plan(&store, &acc, 2).await;
     let plan = PlanBatch {
         scheduled_until: Some(now_ms() - 1_000),
@@ -679,11 +776,24 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
         &store,
         &acc,
         &id,
-        "SELECT id FROM notifications WHERE operation_id = $1 AND status = 'SCHEDULED' \
-         ORDER BY recipient_index LIMIT 1 FOR UPDATE",
+        "UPDATE notifications SET status = 'QUEUED' WHERE id = (SELECT id FROM notifications \
+         WHERE operation_id = $1 AND status = 'SCHEDULED' ORDER BY recipient_index LIMIT 1) \
+         RETURNING id",
+        "UPDATE operations SET scheduled = scheduled - 1, queued = queued + 1 WHERE id = $1",
     )
     .await;
-    assert_eq!((op.stats.scheduled, op.stats.canceled), (1, 1));
+    assert_eq!((op.stats.queued, op.stats.canceled), (1, 1));
+    // The promoted row is not sent: the next claim cancels it, and the operation ends.
+    let claim = store
+        .claim_notifications(now_ms(), 60_000, 10)
+        .await
+        .unwrap();
+    assert!(claim.notifications.is_empty());
+    let op = store.get_operation(&acc, &id).await.unwrap();
+    assert_eq!(
+        (op.status.as_str(), op.stats.queued, op.stats.canceled),
+        ("CANCELED", 0, 2)
+    );
 
     // A claimed row whose lease ran out, held as its late outcome write would hold it.
     let (id, task) = operation_to_plan(&store, &acc, 1).await;
@@ -703,6 +813,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
         &acc,
         &id,
         "SELECT id FROM notifications WHERE operation_id = $1 FOR UPDATE",
+        "UPDATE operations SET updated_at = updated_at + 1 WHERE id = $1",
     )
     .await;
     assert_eq!((op.stats.queued, op.stats.canceled), (1, 0));
