@@ -49,7 +49,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             .await
         {
             Ok(claim) if !claim.notifications.is_empty() => {
-                dispatch_logged(&shared, claim, worker).await;
+                dispatch_logged(&shared, vec![claim], worker).await;
                 continue;
             }
             Ok(_) => {}
@@ -77,13 +77,30 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
     }
 }
 
-/// Sends a batch the planner handed over, unless it waited so long (every dispatcher stuck on
-/// slow providers) that its lease might end before its sends do: then its rows go back to the
-/// queue unsent, to be claimed afresh with a full lease.
-async fn take_handed_over(shared: &Shared, claim: Claim, worker: usize) {
+/// Sends a batch the planner handed over, together with the batches waiting behind it up to
+/// about a claim's size (the planner plans many operations at once, and a small operation is a
+/// batch of its own: one at a time, each would cost a send round and an outcome write). A batch
+/// that waited so long (every dispatcher stuck on slow providers) that its lease might end before
+/// its sends do goes back to the queue unsent instead, to be claimed afresh with a full lease.
+async fn take_handed_over(shared: &Shared, first: Claim, worker: usize) {
+    let limit = shared.config.claim_batch.max(1) as usize;
+    let mut rows = first.notifications.len();
+    let mut handed = vec![first];
+    while rows < limit {
+        let Ok(claim) = shared.handoff.try_recv() else {
+            break;
+        };
+        rows += claim.notifications.len();
+        handed.push(claim);
+    }
     let lease_ms = shared.config.lease.as_millis() as i64;
-    let waited_ms = lease_ms - (claim.lease_until - now_ms());
-    if waited_ms > lease_ms / 4 {
+    let mut claims = Vec::with_capacity(handed.len());
+    for claim in handed {
+        let waited_ms = lease_ms - (claim.lease_until - now_ms());
+        if waited_ms <= lease_ms / 4 {
+            claims.push(claim);
+            continue;
+        }
         let ids: Vec<String> = claim.notifications.into_iter().map(|n| n.id).collect();
         match shared.store.release_claim(&claim.token, &ids).await {
             Ok(released) => {
@@ -98,14 +115,15 @@ async fn take_handed_over(shared: &Shared, claim: Claim, worker: usize) {
                 tracing::warn!(worker, %error, "giving a batch back failed; it is due again when its lease ends")
             }
         }
-        return;
     }
-    dispatch_logged(shared, claim, worker).await;
+    if !claims.is_empty() {
+        dispatch_logged(shared, claims, worker).await;
+    }
 }
 
-async fn dispatch_logged(shared: &Shared, claim: Claim, worker: usize) {
-    let count = claim.notifications.len();
-    if let Err(error) = dispatch(shared, claim).await {
+async fn dispatch_logged(shared: &Shared, claims: Vec<Claim>, worker: usize) {
+    let count: usize = claims.iter().map(|c| c.notifications.len()).sum();
+    if let Err(error) = dispatch(shared, claims).await {
         tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
     }
 }
@@ -127,11 +145,21 @@ struct CredentialFailure {
     error: NotificationError,
 }
 
-async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::StoreError> {
+/// Sends the rows of `claims` and writes their outcomes (one write per claim, all at once).
+async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_store::StoreError> {
     let claimed_at = std::time::Instant::now();
-    let contexts = operation_contexts(shared, &claim.notifications).await?;
+    // The rows of every claim, and for each row the index of its claim.
+    let mut tokens = Vec::with_capacity(claims.len());
+    let mut claim_of = Vec::new();
+    let mut notifications = Vec::new();
+    for (index, claim) in claims.into_iter().enumerate() {
+        claim_of.extend(std::iter::repeat_n(index, claim.notifications.len()));
+        notifications.extend(claim.notifications);
+        tokens.push(claim.token);
+    }
+    let contexts = operation_contexts(shared, &notifications).await?;
     let mut credentials: HashMap<String, CredentialState> = HashMap::new();
-    for n in &claim.notifications {
+    for n in &notifications {
         if !credentials.contains_key(&n.credential_id) {
             let state = match shared
                 .credentials
@@ -154,8 +182,8 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         }
     }
     let now = now_ms();
-    let mut steps = Vec::with_capacity(claim.notifications.len());
-    for n in &claim.notifications {
+    let mut steps = Vec::with_capacity(notifications.len());
+    for n in &notifications {
         let Some(context) = contexts.get(&n.operation_id) else {
             steps.push(Step::Later);
             continue;
@@ -186,20 +214,16 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         steps.push(step);
     }
 
-    let sends = claim
-        .notifications
-        .iter()
-        .zip(steps)
-        .map(|(n, step)| async move {
-            match step {
-                Step::Done(kind) => (None, Some(kind)),
-                Step::Later => (None, None),
-                Step::Send { loaded, prepared } => {
-                    let outcome = send(&loaded, &prepared, n).await;
-                    (Some((loaded, outcome)), None)
-                }
+    let sends = notifications.iter().zip(steps).map(|(n, step)| async move {
+        match step {
+            Step::Done(kind) => (None, Some(kind)),
+            Step::Later => (None, None),
+            Step::Send { loaded, prepared } => {
+                let outcome = send(&loaded, &prepared, n).await;
+                (Some((loaded, outcome)), None)
             }
-        });
+        }
+    });
     let results = join_all(sends).await;
     let sent_at = std::time::Instant::now();
     tracing::debug!(
@@ -208,11 +232,11 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         "batch sent"
     );
 
-    let mut writes = Vec::with_capacity(results.len());
+    let mut writes: Vec<Vec<OutcomeWrite>> = tokens.iter().map(|_| Vec::new()).collect();
     let mut dead: Vec<DeadDevice> = Vec::new();
     let mut broken: BTreeMap<String, CredentialFailure> = BTreeMap::new();
     let now = now_ms();
-    for (n, result) in claim.notifications.iter().zip(results) {
+    for ((n, result), claim) in notifications.iter().zip(results).zip(claim_of) {
         let kind = match result {
             (_, Some(kind)) => kind,
             // Not attempted (its operation could not be loaded): again soon, within the
@@ -263,7 +287,7 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
                 }
             }
         };
-        writes.push(OutcomeWrite {
+        writes[claim].push(OutcomeWrite {
             id: n.id.clone(),
             operation_id: n.operation_id.clone(),
             kind,
@@ -297,9 +321,17 @@ async fn dispatch(shared: &Shared, claim: Claim) -> Result<(), herald_store::Sto
         }
     }
 
-    record(shared, &claim.token, &writes).await?;
+    let recorded = join_all(
+        tokens
+            .iter()
+            .zip(&writes)
+            .filter(|(_, writes)| !writes.is_empty())
+            .map(|(token, writes)| record(shared, token, writes)),
+    )
+    .await;
+    recorded.into_iter().collect::<Result<Vec<()>, _>>()?;
     tracing::debug!(
-        count = writes.len(),
+        count = notifications.len(),
         record_ms = sent_at.elapsed().as_millis() as u64,
         "batch recorded"
     );
@@ -502,12 +534,87 @@ mod tests {
     use herald_core::time::now_ms;
     use herald_core::{Provider, Tags};
     use herald_providers::{ProviderConfig, Providers};
-    use herald_store::delivery::{NewNotification, NewOperation, PlanBatch};
+    use herald_store::delivery::{Claim, NewNotification, NewOperation, PlanBatch};
     use herald_store::testing::{TestDatabase, send_to_apn_tokens};
     use herald_store::{AccountStore, DeliveryStore, Store};
     use tokio::sync::Notify;
 
     use crate::{EngineConfig, Shared, credentials, message};
+
+    /// A new operation of 3 APN tokens planned in one step, its rows inserted claimed with
+    /// `lease_until`, through a credential that does not exist (sent, its rows fail at once).
+    async fn planned_claim(
+        store: &herald_store::SqlStore,
+        account: &str,
+        lease_until: i64,
+    ) -> (String, Claim) {
+        let id = store
+            .create_operation(NewOperation {
+                account_sid: account.to_owned(),
+                request: send_to_apn_tokens(3),
+                idempotency: None,
+            })
+            .await
+            .unwrap()
+            .id;
+        let task = store
+            .claim_operations_to_plan(now_ms(), 60_000, 1)
+            .await
+            .unwrap()
+            .remove(0);
+        let claim = store
+            .write_plan_batch(&PlanBatch {
+                operation_id: id.clone(),
+                account_sid: account.to_owned(),
+                owner: task.owner,
+                planned_before: 0,
+                planned_after: 3,
+                notifications: (0..3)
+                    .map(|i| NewNotification {
+                        recipient_index: i,
+                        provider: Provider::Apn,
+                        token: format!("tok-{i}"),
+                        credential_id: "comms_credential_missing".into(),
+                        app_name: None,
+                        user_id: None,
+                    })
+                    .collect(),
+                unaddressable: 0,
+                done: true,
+                lease_until,
+                priority: "HIGH".into(),
+                tags: Tags::default(),
+                scheduled_until: None,
+                expires_at: now_ms() + 3_600_000,
+                claim: true,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(claim.notifications.len(), 3);
+        (id, claim)
+    }
+
+    /// An engine's shared state over `store` with a lease of 60 s and room for `handoff` batches.
+    fn shared(store: Arc<herald_store::SqlStore>, handoff: usize) -> Shared {
+        let (handoff_send, handoff) = flume::bounded(handoff);
+        Shared {
+            store: store as Arc<dyn Store>,
+            providers: Arc::new(Providers::new(ProviderConfig::default()).unwrap()),
+            credentials: credentials::CredentialCache::new(10, Duration::from_secs(5)),
+            operations: message::OperationCache::default(),
+            config: EngineConfig {
+                lease: Duration::from_secs(60),
+                ..EngineConfig::default()
+            },
+            wake_planner: Arc::new(Notify::new()),
+            wake_dispatchers: Notify::new(),
+            handoff_send,
+            handoff,
+            handoff_reserved: Default::default(),
+            large_plan: tokio::sync::Semaphore::new(1),
+        }
+    }
 
     /// A batch that waited in the hand-over for over a quarter of its lease is not sent (its
     /// lease may end mid-send, and a cancel may already have taken its rows): it goes back to
@@ -517,69 +624,9 @@ mod tests {
         for db in TestDatabase::all().await {
             let store = Arc::new(db.store().await);
             let account = store.create_account(None).await.unwrap().account.sid;
-            let id = store
-                .create_operation(NewOperation {
-                    account_sid: account.clone(),
-                    request: send_to_apn_tokens(3),
-                    idempotency: None,
-                })
-                .await
-                .unwrap()
-                .id;
-            let task = store
-                .claim_operations_to_plan(now_ms(), 60_000, 1)
-                .await
-                .unwrap()
-                .remove(0);
-            let config = EngineConfig {
-                lease: Duration::from_secs(60),
-                ..EngineConfig::default()
-            };
             // Planned 20 s ago, by its lease: it waited a third of the lease.
-            let lease_until = now_ms() + 40_000;
-            let claim = store
-                .write_plan_batch(&PlanBatch {
-                    operation_id: id.clone(),
-                    account_sid: account.clone(),
-                    owner: task.owner,
-                    planned_before: 0,
-                    planned_after: 3,
-                    notifications: (0..3)
-                        .map(|i| NewNotification {
-                            recipient_index: i,
-                            provider: Provider::Apn,
-                            token: format!("tok-{i}"),
-                            // No such credential: were the batch sent, its rows would fail.
-                            credential_id: "comms_credential_missing".into(),
-                            app_name: None,
-                            user_id: None,
-                        })
-                        .collect(),
-                    unaddressable: 0,
-                    done: true,
-                    lease_until,
-                    priority: "HIGH".into(),
-                    tags: Tags::default(),
-                    scheduled_until: None,
-                    expires_at: now_ms() + 3_600_000,
-                    claim: true,
-                })
-                .await
-                .unwrap()
-                .unwrap();
-            assert_eq!(claim.notifications.len(), 3);
-            let (handoff_send, handoff) = flume::bounded(1);
-            let shared = Shared {
-                store: store.clone() as Arc<dyn Store>,
-                providers: Arc::new(Providers::new(ProviderConfig::default()).unwrap()),
-                credentials: credentials::CredentialCache::new(10, Duration::from_secs(5)),
-                operations: message::OperationCache::default(),
-                config,
-                wake_planner: Arc::new(Notify::new()),
-                wake_dispatchers: Notify::new(),
-                handoff_send,
-                handoff,
-            };
+            let (id, claim) = planned_claim(&store, &account, now_ms() + 40_000).await;
+            let shared = shared(store.clone(), 1);
             super::take_handed_over(&shared, claim, 0).await;
             let op = store.get_operation(&account, &id).await.unwrap();
             assert_eq!(
@@ -595,5 +642,56 @@ mod tests {
             assert_eq!(again.notifications.len(), 3, "{}: due at once", db.name);
             assert!(again.notifications.iter().all(|n| n.attempts == 1));
         }
+    }
+
+    /// A dispatcher takes the batches waiting behind the one it was handed with it, and writes
+    /// each one's outcomes under its own claim; one that waited too long still goes back.
+    #[tokio::test]
+    async fn handed_over_batches_are_sent_together() {
+        for db in TestDatabase::all().await {
+            let store = Arc::new(db.store().await);
+            let account = store.create_account(None).await.unwrap().account.sid;
+            let (first, first_claim) = planned_claim(&store, &account, now_ms() + 60_000).await;
+            let (waiting, waiting_claim) = planned_claim(&store, &account, now_ms() + 60_000).await;
+            let (old, old_claim) = planned_claim(&store, &account, now_ms() + 40_000).await;
+            let shared = shared(store.clone(), 4);
+            shared.handoff_send.try_send(waiting_claim).unwrap();
+            shared.handoff_send.try_send(old_claim).unwrap();
+            super::take_handed_over(&shared, first_claim, 0).await;
+            assert!(shared.handoff.is_empty(), "{}", db.name);
+            for id in [&first, &waiting] {
+                let op = store.get_operation(&account, id).await.unwrap();
+                assert_eq!(
+                    (op.status.as_str(), op.stats.failed),
+                    ("COMPLETED", 3),
+                    "{}: sent (to a credential that does not exist) and recorded",
+                    db.name
+                );
+            }
+            let op = store.get_operation(&account, &old).await.unwrap();
+            assert_eq!((op.stats.queued, op.stats.failed), (3, 0), "{}", db.name);
+        }
+    }
+
+    /// Room in the hand-over is promised to one planning step at a time: what is queued plus
+    /// what is reserved never exceeds its capacity, and a reservation ends when dropped.
+    #[tokio::test]
+    async fn hand_over_reservations_never_exceed_its_room() {
+        let db = TestDatabase::all().await.remove(0);
+        let shared = shared(Arc::new(db.store().await), 4);
+        let three = shared.reserve_handoff(3).expect("room for 3 of 4");
+        assert!(shared.reserve_handoff(2).is_none());
+        let one = shared.reserve_handoff(1).expect("the last place");
+        drop(three);
+        let claim = Claim {
+            token: "t".into(),
+            lease_until: 0,
+            notifications: Vec::new(),
+        };
+        shared.handoff_send.try_send(claim).unwrap();
+        assert!(shared.reserve_handoff(3).is_none(), "1 queued + 1 reserved");
+        assert!(shared.reserve_handoff(2).is_some());
+        drop(one);
+        assert!(shared.reserve_handoff(3).is_some());
     }
 }

@@ -34,6 +34,7 @@ mod planner;
 mod retry;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use herald_providers::Providers;
@@ -105,8 +106,54 @@ pub(crate) struct Shared {
     /// current batch (and is given back to the queue if that took too long; see dispatcher.rs).
     pub handoff_send: flume::Sender<Claim>,
     pub handoff: flume::Receiver<Claim>,
+    /// Held while an operation of several planning steps is planned (one at a time).
+    pub large_plan: tokio::sync::Semaphore,
+    /// Hand-over places promised to planning steps being written (see [`Shared::reserve_handoff`]).
+    pub handoff_reserved: AtomicUsize,
     pub credentials: credentials::CredentialCache,
     pub operations: message::OperationCache,
+}
+
+impl Shared {
+    /// Reserves room for `batches` claimed batches in the hand-over, or `None` when it has not that
+    /// much room now. Several operations are planned at once: a step is only written claimed when
+    /// its batches are sure to fit, so the planner never waits for a dispatcher.
+    pub(crate) fn reserve_handoff(&self, batches: usize) -> Option<HandoffReservation<'_>> {
+        let capacity = self.handoff_send.capacity().unwrap_or(0);
+        let mut reserved = self.handoff_reserved.load(Ordering::Acquire);
+        loop {
+            if self.handoff_send.len() + reserved + batches > capacity {
+                return None;
+            }
+            match self.handoff_reserved.compare_exchange_weak(
+                reserved,
+                reserved + batches,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    return Some(HandoffReservation {
+                        reserved: &self.handoff_reserved,
+                        batches,
+                    });
+                }
+                Err(now) => reserved = now,
+            }
+        }
+    }
+}
+
+/// Places in the hand-over held for one planning step; given back when dropped (after the step's
+/// batches were sent, or when it was not written).
+pub(crate) struct HandoffReservation<'a> {
+    reserved: &'a AtomicUsize,
+    batches: usize,
+}
+
+impl Drop for HandoffReservation<'_> {
+    fn drop(&mut self) {
+        self.reserved.fetch_sub(self.batches, Ordering::AcqRel);
+    }
 }
 
 /// A running engine. Call [`Engine::shutdown`] to stop it; dropping it stops its tasks without
@@ -145,6 +192,8 @@ impl Engine {
             wake_dispatchers: Notify::new(),
             handoff_send,
             handoff,
+            handoff_reserved: AtomicUsize::new(0),
+            large_plan: tokio::sync::Semaphore::new(1),
         });
         let planning = vec![
             tokio::spawn(planner::run(shared.clone(), planning_stopped.clone())),

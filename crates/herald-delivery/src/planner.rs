@@ -14,8 +14,9 @@ use herald_core::time::now_ms;
 use herald_store::delivery::{Claim, NewNotification, PlanBatch, PlanTask};
 use herald_store::{Store, StoreError};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
-use crate::{Shared, idle};
+use crate::Shared;
 
 /// Where a request's notifications go: a credential per provider and the app users resolve in.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -34,38 +35,59 @@ impl Route {
     }
 }
 
+/// Operations planned at once (of which one of several steps: see `plan`). One planning step
+/// waits for its write (an fsync on SQLite, shared by the writes queued with it); planning one
+/// operation at a time capped single-recipient sends at one operation per commit (~700/s on the
+/// `accept` benchmark), and let a large send hold up every send behind it.
+const PLANS_AT_ONCE: usize = 32;
+
 pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
+    let mut planning: JoinSet<()> = JoinSet::new();
     loop {
-        let lease_ms = shared.config.lease.as_millis() as i64;
-        match shared
-            .store
-            .claim_operations_to_plan(now_ms(), lease_ms, 4)
-            .await
-        {
-            Ok(tasks) if !tasks.is_empty() => {
-                for task in tasks {
-                    if *stopped.borrow() {
-                        return;
+        if *stopped.borrow() {
+            break;
+        }
+        // Finished plans stay in the set until joined.
+        while planning.try_join_next().is_some() {}
+        let room = PLANS_AT_ONCE - planning.len();
+        if room > 0 {
+            let lease_ms = shared.config.lease.as_millis() as i64;
+            match shared
+                .store
+                .claim_operations_to_plan(now_ms(), lease_ms, room as i64)
+                .await
+            {
+                Ok(tasks) if !tasks.is_empty() => {
+                    for task in tasks {
+                        planning.spawn(plan_logged(shared.clone(), task));
                     }
-                    let id = task.operation_id.clone();
-                    if let Err(error) = plan(&shared, task).await {
-                        tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
-                    }
+                    continue;
                 }
-                continue;
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "claiming operations to plan failed"),
             }
-            Ok(_) => {}
-            Err(error) => tracing::warn!(%error, "claiming operations to plan failed"),
         }
-        if !idle(
-            &shared.wake_planner,
-            shared.config.poll_interval,
-            &mut stopped,
-        )
-        .await
-        {
-            return;
+        tokio::select! {
+            Some(_) = planning.join_next(), if !planning.is_empty() => {}
+            () = shared.wake_planner.notified(), if room > 0 => {}
+            () = tokio::time::sleep(shared.config.poll_interval), if room > 0 => {}
+            changed = stopped.changed() => {
+                // An error: the engine was dropped without a shutdown.
+                if changed.is_err() {
+                    break;
+                }
+            }
         }
+    }
+    // Stopping: no new operations; those being planned are planned to the end, as before a stop
+    // their rows may already be handed to the dispatchers (which stop after the planner).
+    while planning.join_next().await.is_some() {}
+}
+
+async fn plan_logged(shared: Arc<Shared>, task: PlanTask) {
+    let id = task.operation_id.clone();
+    if let Err(error) = plan(&shared, task).await {
+        tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
     }
 }
 
@@ -178,6 +200,13 @@ async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
         .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
     let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
     let total = request.to.len() as i64;
+    // One operation of several steps at a time: several large ones planned together would share
+    // the hand-over and write more of their rows unclaimed, which costs a claim write per row.
+    let _large = if total - task.planned > shared.config.plan_batch.max(1) as i64 {
+        Some(shared.large_plan.acquire().await)
+    } else {
+        None
+    };
     let mut planned = task.planned;
     let mut next = resolve_step(shared, &task, &route, &request, planned).await?;
     loop {
@@ -225,10 +254,10 @@ async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
     }
 }
 
-/// Writes one planning step, claimed and handed to the dispatchers if the hand-over has room for
-/// all of it right now (it only empties meanwhile: the planner is its one sender), otherwise
-/// unclaimed for the dispatchers' own claims (where any node may take them). Never waits for a
-/// dispatcher. `false` when the plan lease was lost or the operation canceled.
+/// Writes one planning step, claimed and handed to the dispatchers if room for all of it in the
+/// hand-over could be reserved right now, otherwise unclaimed for the dispatchers' own claims
+/// (where any node may take them). Never waits for a dispatcher. `false` when the plan lease was
+/// lost or the operation canceled.
 async fn write_and_hand_over(
     shared: &Shared,
     mut batch: PlanBatch,
@@ -236,10 +265,13 @@ async fn write_and_hand_over(
 ) -> Result<bool, StoreError> {
     let chunk = shared.config.claim_batch.max(1) as usize;
     let chunks = batch.notifications.len().div_ceil(chunk);
-    let room = shared.handoff_send.capacity().unwrap_or(0) - shared.handoff_send.len();
-    batch.claim = chunks > 0 && chunks <= room;
+    let reserved = (chunks > 0)
+        .then(|| shared.reserve_handoff(chunks))
+        .flatten();
+    batch.claim = reserved.is_some();
     let writing = std::time::Instant::now();
-    let Some(claim) = shared.store.write_plan_batch(&batch).await? else {
+    let written = shared.store.write_plan_batch(&batch).await;
+    let Some(claim) = written? else {
         tracing::info!(operation = %batch.operation_id, "plan lease lost or operation canceled");
         return Ok(false);
     };
@@ -265,7 +297,7 @@ async fn write_and_hand_over(
             notifications: rows.by_ref().take(chunk).collect(),
         };
         if let Err(refused) = shared.handoff_send.try_send(part) {
-            // Cannot happen (the room was there before the write); give the rows back.
+            // Cannot happen (the room was reserved before the write); give the rows back.
             let part = refused.into_inner();
             let ids: Vec<String> = part.notifications.into_iter().map(|n| n.id).collect();
             shared.store.release_claim(&part.token, &ids).await?;
