@@ -534,8 +534,8 @@ mod tests {
     use herald_core::time::now_ms;
     use herald_core::{Provider, Tags};
     use herald_providers::{ProviderConfig, Providers};
-    use herald_store::delivery::{Claim, NewNotification, NewOperation, PlanBatch};
-    use herald_store::testing::{TestDatabase, send_to_apn_tokens};
+    use herald_store::delivery::{Claim, NewNotification, PlanBatch};
+    use herald_store::testing::{TestDatabase, operation_to_plan};
     use herald_store::{AccountStore, DeliveryStore, Store};
     use tokio::sync::Notify;
 
@@ -548,20 +548,7 @@ mod tests {
         account: &str,
         lease_until: i64,
     ) -> (String, Claim) {
-        let id = store
-            .create_operation(NewOperation {
-                account_sid: account.to_owned(),
-                request: send_to_apn_tokens(3),
-                idempotency: None,
-            })
-            .await
-            .unwrap()
-            .id;
-        let task = store
-            .claim_operations_to_plan(now_ms(), 60_000, 1)
-            .await
-            .unwrap()
-            .remove(0);
+        let (id, task) = operation_to_plan(store, account, 3).await;
         let claim = store
             .write_plan_batch(&PlanBatch {
                 operation_id: id.clone(),

@@ -59,7 +59,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             {
                 Ok(tasks) if !tasks.is_empty() => {
                     for task in tasks {
-                        planning.spawn(plan_logged(shared.clone(), task));
+                        planning.spawn(plan_logged(shared.clone(), task, stopped.clone()));
                     }
                     continue;
                 }
@@ -79,14 +79,15 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>)
             }
         }
     }
-    // Stopping: no new operations; those being planned are planned to the end, as before a stop
-    // their rows may already be handed to the dispatchers (which stop after the planner).
+    // Stopping: no new operations; those being planned are planned to the end, as their rows
+    // may already be handed to the dispatchers (which stop after the planner). Large ones still
+    // waiting for their turn give up (see `plan`).
     while planning.join_next().await.is_some() {}
 }
 
-async fn plan_logged(shared: Arc<Shared>, task: PlanTask) {
+async fn plan_logged(shared: Arc<Shared>, task: PlanTask, stopped: watch::Receiver<bool>) {
     let id = task.operation_id.clone();
-    if let Err(error) = plan(&shared, task).await {
+    if let Err(error) = plan(&shared, task, stopped).await {
         tracing::warn!(operation = %id, %error, "planning failed; retried after the lease");
     }
 }
@@ -195,15 +196,24 @@ async fn resolve_step(
 /// Plans one claimed operation to the end (or until its lease is lost). QUEUED rows are written
 /// already claimed and handed to a dispatcher in memory when the hand-over has room. The next
 /// step is resolved while this one is written.
-async fn plan(shared: &Shared, task: PlanTask) -> Result<(), StoreError> {
+async fn plan(
+    shared: &Shared,
+    task: PlanTask,
+    mut stopped: watch::Receiver<bool>,
+) -> Result<(), StoreError> {
     let request: SendRequest = serde_json::from_str(&task.request)
         .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
     let route = route(shared.store.as_ref(), &task.account_sid, &request.from).await?;
     let total = request.to.len() as i64;
     // One operation of several steps at a time: several large ones planned together would share
     // the hand-over and write more of their rows unclaimed, which costs a claim write per row.
+    // An operation still waiting for its turn when the engine stops is left to its plan lease
+    // (nothing of it is written yet): a restart or another node takes it over.
     let _large = if total - task.planned > shared.config.plan_batch.max(1) as i64 {
-        Some(shared.large_plan.acquire().await)
+        tokio::select! {
+            permit = shared.large_plan.acquire() => Some(permit),
+            _ = stopped.wait_for(|stop| *stop) => return Ok(()),
+        }
     } else {
         None
     };

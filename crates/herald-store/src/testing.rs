@@ -174,3 +174,28 @@ pub fn send_to_apn_tokens(recipients: usize) -> herald_core::send::SendRequest {
         templated: false,
     }
 }
+
+/// A new operation of [`send_to_apn_tokens`]`(recipients)` in `account`, and the planning task
+/// claimed next (this operation's when no other waits to be planned).
+pub async fn operation_to_plan(
+    store: &SqlStore,
+    account: &str,
+    recipients: usize,
+) -> (String, crate::delivery::PlanTask) {
+    use crate::DeliveryStore;
+    let id = store
+        .create_operation(crate::delivery::NewOperation {
+            account_sid: account.to_owned(),
+            request: send_to_apn_tokens(recipients),
+            idempotency: None,
+        })
+        .await
+        .expect("the operation is stored")
+        .id;
+    let task = store
+        .claim_operations_to_plan(herald_core::time::now_ms(), 60_000, 1)
+        .await
+        .expect("claiming an operation to plan")
+        .remove(0);
+    (id, task)
+}

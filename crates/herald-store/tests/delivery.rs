@@ -9,7 +9,7 @@ use herald_store::delivery::{
     Idempotency, NewNotification, NewOperation, NotificationError, OutcomeKind, OutcomeWrite,
     PlanBatch, PlanTask,
 };
-use herald_store::testing::{TestDatabase, send_to_apn_tokens};
+use herald_store::testing::{TestDatabase, operation_to_plan, send_to_apn_tokens};
 use herald_store::{AccountStore, DeliveryStore, SqlStore, StoreError};
 
 fn new_op(account: &str, recipients: usize, key: Option<(&str, &str)>) -> NewOperation {
@@ -55,20 +55,13 @@ fn first_steps(task: &PlanTask, rows: i64) -> PlanBatch {
     }
 }
 
-/// A new operation of `recipients` APN tokens in account `acc`, and the planning task claimed
-/// next (this operation's when no other waits to be planned).
-async fn operation_to_plan(store: &SqlStore, acc: &str, recipients: usize) -> (String, PlanTask) {
-    let id = store
-        .create_operation(new_op(acc, recipients, None))
-        .await
-        .unwrap()
-        .id;
-    let task = store
-        .claim_operations_to_plan(now_ms(), 60_000, 1)
-        .await
-        .unwrap()
-        .remove(0);
-    (id, task)
+/// A new operation of `recipients` APN tokens in account `acc`, planned in one step: its rows
+/// are QUEUED and unclaimed.
+async fn queued_operation(store: &SqlStore, acc: &str, recipients: usize) -> String {
+    let (id, task) = operation_to_plan(store, acc, recipients).await;
+    let step = first_steps(&task, recipients as i64);
+    assert!(store.write_plan_batch(&step).await.unwrap().is_some());
+    id
 }
 
 async fn account(store: &SqlStore) -> String {
@@ -606,14 +599,7 @@ async fn a_row_in_flight_at_a_cancel_is_not_retried() {
     for db in TestDatabase::all().await {
         let store = db.store().await;
         let acc = account(&store).await;
-        let (id, task) = operation_to_plan(&store, &acc, 3).await;
-        assert!(
-            store
-                .write_plan_batch(&first_steps(&task, 3))
-                .await
-                .unwrap()
-                .is_some()
-        );
+        let id = queued_operation(&store, &acc, 3).await;
         let claim = store
             .claim_notifications(now_ms(), 60_000, 2)
             .await
@@ -796,14 +782,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     );
 
     // A claimed row whose lease ran out, held as its late outcome write would hold it.
-    let (id, task) = operation_to_plan(&store, &acc, 1).await;
-    assert!(
-        store
-            .write_plan_batch(&first_steps(&task, 1))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    let id = queued_operation(&store, &acc, 1).await;
     let claim = store.claim_notifications(now_ms(), 1, 10).await.unwrap();
     assert_eq!(claim.notifications.len(), 1);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
