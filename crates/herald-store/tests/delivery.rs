@@ -6,8 +6,8 @@ use std::sync::Arc;
 use herald_core::time::now_ms;
 use herald_core::{Provider, Tags};
 use herald_store::delivery::{
-    Idempotency, NewNotification, NewOperation, NotificationError, OutcomeKind, OutcomeWrite,
-    PlanBatch, PlanTask,
+    ClaimedNotification, Idempotency, NewNotification, NewOperation, NotificationError,
+    OutcomeKind, OutcomeWrite, PlanBatch, PlanTask,
 };
 use herald_store::testing::{TestDatabase, operation_to_plan, send_to_apn_tokens};
 use herald_store::{AccountStore, DeliveryStore, SqlStore, StoreError};
@@ -62,6 +62,15 @@ async fn queued_operation(store: &SqlStore, acc: &str, recipients: usize) -> Str
     let step = first_steps(&task, recipients as i64);
     assert!(store.write_plan_batch(&step).await.unwrap().is_some());
     id
+}
+
+/// The outcome `kind` of the claimed row `n`.
+fn outcome(n: &ClaimedNotification, kind: OutcomeKind) -> OutcomeWrite {
+    OutcomeWrite {
+        id: n.id.clone(),
+        operation_id: n.operation_id.clone(),
+        kind,
+    }
 }
 
 async fn account(store: &SqlStore) -> String {
@@ -332,11 +341,7 @@ async fn a_plan_batch_can_come_claimed_by_the_planner() {
         let summary = store
             .record_outcomes(
                 &claim.token,
-                &[OutcomeWrite {
-                    id: claim.notifications[0].id.clone(),
-                    operation_id: id.clone(),
-                    kind: OutcomeKind::Sent,
-                }],
+                &[outcome(&claim.notifications[0], OutcomeKind::Sent)],
             )
             .await
             .unwrap();
@@ -390,11 +395,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
         let stale = store
             .record_outcomes(
                 &claim.token,
-                &[OutcomeWrite {
-                    id: claim.notifications[0].id.clone(),
-                    operation_id: claim.notifications[0].operation_id.clone(),
-                    kind: OutcomeKind::Sent,
-                }],
+                &[outcome(&claim.notifications[0], OutcomeKind::Sent)],
             )
             .await
             .unwrap();
@@ -420,29 +421,19 @@ async fn claims_leases_outcomes_and_stale_writes() {
             .record_outcomes(
                 &retaken.token,
                 &[
-                    OutcomeWrite {
-                        id: ids[0].clone(),
-                        operation_id: retaken.notifications[0].operation_id.clone(),
-                        kind: OutcomeKind::Sent,
-                    },
-                    OutcomeWrite {
-                        id: ids[1].clone(),
-                        operation_id: retaken.notifications[1].operation_id.clone(),
-                        kind: OutcomeKind::Failed(error.clone()),
-                    },
-                    OutcomeWrite {
-                        id: ids[2].clone(),
-                        operation_id: retaken.notifications[2].operation_id.clone(),
-                        kind: OutcomeKind::Retry {
+                    outcome(&retaken.notifications[0], OutcomeKind::Sent),
+                    outcome(
+                        &retaken.notifications[1],
+                        OutcomeKind::Failed(error.clone()),
+                    ),
+                    outcome(
+                        &retaken.notifications[2],
+                        OutcomeKind::Retry {
                             due_at: now_ms() - 1,
                             error: error.clone(),
                         },
-                    },
-                    OutcomeWrite {
-                        id: ids[3].clone(),
-                        operation_id: retaken.notifications[3].operation_id.clone(),
-                        kind: OutcomeKind::Sent,
-                    },
+                    ),
+                    outcome(&retaken.notifications[3], OutcomeKind::Sent),
                 ],
             )
             .await
@@ -472,11 +463,7 @@ async fn claims_leases_outcomes_and_stale_writes() {
         let summary = store
             .record_outcomes(
                 &last.token,
-                &[OutcomeWrite {
-                    id: last.notifications[0].id.clone(),
-                    operation_id: last.notifications[0].operation_id.clone(),
-                    kind: OutcomeKind::Sent,
-                }],
+                &[outcome(&last.notifications[0], OutcomeKind::Sent)],
             )
             .await
             .unwrap();
@@ -575,11 +562,7 @@ async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
         store
             .record_outcomes(
                 &claim.token,
-                &[OutcomeWrite {
-                    id: claim.notifications[0].id.clone(),
-                    operation_id: claim.notifications[0].operation_id.clone(),
-                    kind: OutcomeKind::Sent,
-                }],
+                &[outcome(&claim.notifications[0], OutcomeKind::Sent)],
             )
             .await
             .unwrap();
@@ -606,13 +589,15 @@ async fn a_row_in_flight_at_a_cancel_is_not_retried() {
             .unwrap();
         assert_eq!(claim.notifications.len(), 2);
         store.cancel_operation(&acc, &id).await.unwrap();
-        let retry = |n: usize| OutcomeWrite {
-            id: claim.notifications[n].id.clone(),
-            operation_id: id.clone(),
-            kind: OutcomeKind::Retry {
-                due_at: now_ms(),
-                error: NotificationError::new("provider-unavailable", "503"),
-            },
+        let retry = |n: usize| {
+            let error = NotificationError::new("provider-unavailable", "503");
+            outcome(
+                &claim.notifications[n],
+                OutcomeKind::Retry {
+                    due_at: now_ms(),
+                    error,
+                },
+            )
         };
         let summary = store
             .record_outcomes(&claim.token, &[retry(0), retry(1)])
@@ -664,14 +649,13 @@ async fn a_row_in_flight_at_a_cancel_is_not_retried() {
         let summary = store
             .record_outcomes(
                 &claim.token,
-                &[OutcomeWrite {
-                    id: claim.notifications[0].id.clone(),
-                    operation_id: id.clone(),
-                    kind: OutcomeKind::Retry {
+                &[outcome(
+                    &claim.notifications[0],
+                    OutcomeKind::Retry {
                         due_at: now_ms(),
                         error: NotificationError::new("provider-unavailable", "503"),
                     },
-                }],
+                )],
             )
             .await
             .unwrap();
@@ -800,11 +784,7 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     let summary = store
         .record_outcomes(
             &claim.token,
-            &[OutcomeWrite {
-                id: claim.notifications[0].id.clone(),
-                operation_id: id.clone(),
-                kind: OutcomeKind::Sent,
-            }],
+            &[outcome(&claim.notifications[0], OutcomeKind::Sent)],
         )
         .await
         .unwrap();
