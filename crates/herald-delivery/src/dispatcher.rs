@@ -13,7 +13,7 @@ use herald_core::{AppName, ids};
 use herald_providers::Outcome;
 use herald_store::NewEvent;
 use herald_store::delivery::{
-    Claim, ClaimedNotification, NotificationError, OutcomeKind, OutcomeWrite,
+    Claim, ClaimOutcomes, ClaimedNotification, NotificationError, OutcomeKind, OutcomeWrite,
 };
 use herald_store::devices::{DeadDevice, InvalidatedDevice};
 use tokio::sync::watch;
@@ -145,7 +145,7 @@ struct CredentialFailure {
     error: NotificationError,
 }
 
-/// Sends the rows of `claims` and writes their outcomes (one write per claim, all at once).
+/// Sends the rows of `claims` and writes their outcomes (one write for them all).
 async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_store::StoreError> {
     let claimed_at = std::time::Instant::now();
     // The rows of every claim, and for each row the index of its claim.
@@ -321,15 +321,18 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
         }
     }
 
-    let recorded = join_all(
-        tokens
-            .iter()
-            .zip(&writes)
-            .filter(|(_, writes)| !writes.is_empty())
-            .map(|(token, writes)| record(shared, token, writes)),
-    )
-    .await;
-    recorded.into_iter().collect::<Result<Vec<()>, _>>()?;
+    let claims: Vec<ClaimOutcomes> = tokens
+        .into_iter()
+        .zip(writes)
+        .filter(|(_, outcomes)| !outcomes.is_empty())
+        .map(|(claim_token, outcomes)| ClaimOutcomes {
+            claim_token,
+            outcomes,
+        })
+        .collect();
+    if !claims.is_empty() {
+        record(shared, &claims).await?;
+    }
     tracing::debug!(
         count = notifications.len(),
         record_ms = sent_at.elapsed().as_millis() as u64,
@@ -360,15 +363,11 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
 
 /// Writes the outcomes, trying again a few times on store errors (giving up lets the lease
 /// expire: the batch is then sent again, the one source of duplicates).
-async fn record(
-    shared: &Shared,
-    token: &str,
-    writes: &[OutcomeWrite],
-) -> Result<(), herald_store::StoreError> {
+async fn record(shared: &Shared, claims: &[ClaimOutcomes]) -> Result<(), herald_store::StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match shared.store.record_outcomes(token, writes).await {
+        match shared.store.record_outcomes_of_claims(claims).await {
             Ok(summary) => {
                 if summary.stale > 0 {
                     tracing::info!(

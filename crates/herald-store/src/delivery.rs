@@ -281,6 +281,13 @@ pub struct OutcomeWrite {
     pub kind: OutcomeKind,
 }
 
+/// The outcomes of the rows of one claim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimOutcomes {
+    pub claim_token: String,
+    pub outcomes: Vec<OutcomeWrite>,
+}
+
 /// What an outcome write changed (rows whose claim was lost are not counted).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OutcomeSummary {
@@ -351,7 +358,18 @@ pub trait DeliveryStore {
         &self,
         claim_token: &str,
         outcomes: &[OutcomeWrite],
-    ) -> Result<OutcomeSummary>;
+    ) -> Result<OutcomeSummary> {
+        let claim = ClaimOutcomes {
+            claim_token: claim_token.to_owned(),
+            outcomes: outcomes.to_vec(),
+        };
+        self.record_outcomes_of_claims(std::slice::from_ref(&claim))
+            .await
+    }
+    /// Writes the outcomes of several claims in one transaction (a dispatcher sends several
+    /// claims at once; one write for them all takes one statement per kind of change, not one
+    /// per claim). Each row is written only if its own claim still holds it.
+    async fn record_outcomes_of_claims(&self, claims: &[ClaimOutcomes]) -> Result<OutcomeSummary>;
     /// Gives rows of a claim back to the queue unsent: due now, unclaimed, the claim's attempt
     /// not counted. Rows the claim no longer holds are left alone; returns how many were given
     /// back. (A batch the planner handed over that waited too long for a dispatcher.)
@@ -527,17 +545,27 @@ impl StatDeltas {
     }
 
     /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING
-    /// (an `operation.processing` event in `events`).
+    /// (an `operation.processing` event in `events`). Several operations take one statement per
+    /// kind of change rather than one per operation (each statement is a round trip to SQLite's
+    /// worker thread or to PostgreSQL); on PostgreSQL they are first locked in id order.
     async fn apply(
         &self,
         conn: &mut AnyConnection,
+        backend: Backend,
         now: i64,
         events: &mut PendingEvents,
     ) -> Result<()> {
-        for (id, d) in &self.0 {
-            if d[QUEUED] > 0 {
-                start_processing(conn, id, events).await?;
-            }
+        if self.0.len() > 1 && backend == Backend::Postgres {
+            lock_operations_in_order(conn, backend, &self.ids()).await?;
+        }
+        let starting: Vec<&str> = self
+            .0
+            .iter()
+            .filter(|(_, d)| d[QUEUED] > 0)
+            .map(|(id, _)| id.as_str())
+            .collect();
+        start_processing(conn, backend, &starting, events).await?;
+        if let [(id, d)] = self.0.iter().collect::<Vec<_>>().as_slice() {
             sqlx::query(
                 "UPDATE operations SET scheduled = scheduled + $2, queued = queued + $3, \
                  sent = sent + $4, failed = failed + $5, canceled = canceled + $6, \
@@ -552,6 +580,38 @@ impl StatDeltas {
             .bind(now)
             .execute(&mut *conn)
             .await?;
+        } else if !self.0.is_empty() {
+            let rows: Vec<(&str, i64, i64, i64, i64, i64)> = self
+                .0
+                .iter()
+                .map(|(id, d)| {
+                    (
+                        id.as_str(),
+                        d[SCHEDULED],
+                        d[QUEUED],
+                        d[SENT],
+                        d[FAILED],
+                        d[CANCELED],
+                    )
+                })
+                .collect();
+            let sql = format!(
+                "UPDATE operations SET scheduled = scheduled + d.add_scheduled, \
+                 queued = queued + d.add_queued, sent = sent + d.add_sent, \
+                 failed = failed + d.add_failed, canceled = canceled + d.add_canceled, \
+                 updated_at = $1 \
+                 FROM (SELECT value ->> 0 AS id, CAST(value ->> 1 AS BIGINT) AS add_scheduled, \
+                 CAST(value ->> 2 AS BIGINT) AS add_queued, CAST(value ->> 3 AS BIGINT) AS add_sent, \
+                 CAST(value ->> 4 AS BIGINT) AS add_failed, \
+                 CAST(value ->> 5 AS BIGINT) AS add_canceled FROM {}) AS d \
+                 WHERE operations.id = d.id",
+                json_values(backend, 2)
+            );
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(json_list(&rows))
+                .execute(&mut *conn)
+                .await?;
         }
         Ok(())
     }
@@ -561,23 +621,65 @@ impl StatDeltas {
     }
 }
 
-/// Moves an operation SCHEDULED → PROCESSING (its first QUEUED row), with an
-/// `operation.processing` event. A separate statement, so that exactly one transaction sees the
-/// change (the row lock makes a concurrent one re-check `status` after this one commits).
+/// Moves operations SCHEDULED → PROCESSING (their first QUEUED rows), with an
+/// `operation.processing` event each. A separate statement, so that exactly one transaction sees
+/// the change (the row lock makes a concurrent one re-check `status` after this one commits).
 async fn start_processing(
     conn: &mut AnyConnection,
-    id: &str,
+    backend: Backend,
+    ids: &[&str],
     events: &mut PendingEvents,
 ) -> Result<()> {
-    let moved = sqlx::query(
-        "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 AND status = 'SCHEDULED'",
-    )
-    .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if moved > 0 {
-        events.operation(id, types::OPERATION_PROCESSING);
+    let moved: Vec<String> = match ids {
+        [] => Vec::new(),
+        [id] => {
+            let moved = sqlx::query(
+                "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 AND status = 'SCHEDULED'",
+            )
+            .bind(*id)
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+            if moved > 0 {
+                vec![id.to_string()]
+            } else {
+                Vec::new()
+            }
+        }
+        _ => {
+            let sql = format!(
+                "UPDATE operations SET status = 'PROCESSING' WHERE id IN ({}) \
+                 AND status = 'SCHEDULED' RETURNING id",
+                json_texts(backend, 1)
+            );
+            sqlx::query_scalar(&sql)
+                .bind(json_list(ids))
+                .fetch_all(&mut *conn)
+                .await?
+        }
+    };
+    for id in moved {
+        events.operation(&id, types::OPERATION_PROCESSING);
+    }
+    Ok(())
+}
+
+/// Locks the operations `ids` (sorted) in id order on PostgreSQL, the order every writer but
+/// the cancel takes them in, so that statements touching several at once cannot deadlock.
+async fn lock_operations_in_order(
+    conn: &mut AnyConnection,
+    backend: Backend,
+    ids: &[String],
+) -> Result<()> {
+    if backend == Backend::Postgres && !ids.is_empty() {
+        let sql = format!(
+            "SELECT id FROM operations WHERE id IN ({}) ORDER BY id FOR UPDATE",
+            json_texts(backend, 1)
+        );
+        sqlx::query(&sql)
+            .bind(json_list(ids))
+            .fetch_all(&mut *conn)
+            .await?;
     }
     Ok(())
 }
@@ -696,8 +798,12 @@ impl PendingEvents {
                 .into_iter()
                 .collect();
             let mut current: BTreeMap<String, (String, OperationRecord)> = BTreeMap::new();
+            // Only operations whose account subscribes are read: most accounts have no
+            // subscription, and then this one statement is all the events cost.
             let sql = format!(
-                "SELECT {OPERATION_COLUMNS}, account_sid FROM operations WHERE id IN ({})",
+                "SELECT {OPERATION_COLUMNS}, account_sid FROM operations o WHERE id IN ({}) \
+                 AND EXISTS (SELECT 1 FROM event_subscriptions s \
+                 WHERE s.account_sid = o.account_sid)",
                 json_texts(backend, 1)
             );
             let rows = sqlx::query(&sql)
@@ -722,7 +828,9 @@ impl PendingEvents {
             }
         }
         events.extend(self.others);
-        insert_events(conn, &events).await?;
+        if !events.is_empty() {
+            insert_events(conn, &events).await?;
+        }
         Ok(())
     }
 }
@@ -923,7 +1031,13 @@ impl SqlStore {
         let claimed = batch.claim && queued > 0;
         let mut events = PendingEvents::default();
         if queued > 0 {
-            start_processing(tx, &batch.operation_id, &mut events).await?;
+            start_processing(
+                tx,
+                self.backend(),
+                &[batch.operation_id.as_str()],
+                &mut events,
+            )
+            .await?;
         }
         let account_sid = &batch.account_sid;
         let status = if batch.scheduled_until.is_some() {
@@ -1008,7 +1122,9 @@ impl SqlStore {
                     .collect();
             }
         }
-        if batch.done {
+        // Rows written now are still to be sent: an operation only finishes here when its last
+        // step found no one to send to.
+        if batch.done && count == 0 {
             complete_finished(
                 tx,
                 self.backend(),
@@ -1050,7 +1166,7 @@ impl SqlStore {
             return Ok(0);
         }
         let mut events = PendingEvents::default();
-        deltas.apply(tx, now, &mut events).await?;
+        deltas.apply(tx, self.backend(), now, &mut events).await?;
         events.insert(tx, self.backend()).await?;
         Ok(moved)
     }
@@ -1144,7 +1260,7 @@ impl SqlStore {
         let mut deltas = StatDeltas::default();
         Self::count_moved(tx, query, &mut deltas, QUEUED, CANCELED).await?;
         let mut events = PendingEvents::default();
-        deltas.apply(tx, now, &mut events).await?;
+        deltas.apply(tx, self.backend(), now, &mut events).await?;
         complete_finished(tx, self.backend(), &deltas.ids(), now, &mut events).await?;
         events.insert(tx, self.backend()).await?;
         Ok(keep)
@@ -1213,18 +1329,22 @@ impl SqlStore {
     async fn record_outcomes_in(
         &self,
         tx: &mut AnyConnection,
-        claim_token: &str,
-        outcomes: &[OutcomeWrite],
+        claims: &[ClaimOutcomes],
     ) -> Result<OutcomeSummary> {
         let now = now_ms();
         let mut summary = OutcomeSummary::default();
         let mut deltas = StatDeltas::default();
         let mut events = PendingEvents::default();
         let mut retried: Vec<&OutcomeWrite> = Vec::new();
-        let sent: Vec<(&str, &str)> = outcomes
+        // (claim token, outcome) of every row.
+        let outcomes: Vec<(&str, &OutcomeWrite)> = claims
             .iter()
-            .filter(|o| o.kind == OutcomeKind::Sent)
-            .map(|o| (o.id.as_str(), o.operation_id.as_str()))
+            .flat_map(|c| c.outcomes.iter().map(|o| (c.claim_token.as_str(), o)))
+            .collect();
+        let sent: Vec<(&str, &str, &str)> = outcomes
+            .iter()
+            .filter(|(_, o)| o.kind == OutcomeKind::Sent)
+            .map(|(token, o)| (o.id.as_str(), o.operation_id.as_str(), *token))
             .collect();
         if !sent.is_empty() {
             // Rows are found by primary key from the (id, operation) list; `status = 'QUEUED'`
@@ -1233,25 +1353,23 @@ impl SqlStore {
             // whole partial queue index. When the rows belong to one operation, SQLite takes the
             // row count as the delta and returns no rows (each returned row is a hand-off between
             // threads there); otherwise the rows say their operation.
-            let one_operation = sent.iter().all(|(_, op)| *op == sent[0].1);
+            let one_operation = sent.iter().all(|(_, op, _)| *op == sent[0].1);
             let counted = one_operation && self.backend() == Backend::Sqlite;
             let sql = format!(
                 "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
                  claim_token = NULL, error = NULL \
-                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS op FROM {}) AS w \
+                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS op, value ->> 2 AS token \
+                 FROM {}) AS w \
                  WHERE notifications.id = w.id AND notifications.operation_id = w.op \
-                 AND notifications.claim_token = $2{}",
-                json_values(self.backend(), 3),
+                 AND notifications.claim_token = w.token{}",
+                json_values(self.backend(), 2),
                 if counted {
                     ""
                 } else {
                     " RETURNING notifications.operation_id"
                 }
             );
-            let query = sqlx::query(&sql)
-                .bind(now)
-                .bind(claim_token)
-                .bind(json_list(&sent));
+            let query = sqlx::query(&sql).bind(now).bind(json_list(&sent));
             let moved = if counted {
                 let moved = query.execute(&mut *tx).await?.rows_affected();
                 if moved > 0 {
@@ -1267,7 +1385,7 @@ impl SqlStore {
             summary.sent += moved;
             summary.stale += sent.len() as u64 - moved;
         }
-        for outcome in outcomes {
+        for &(claim_token, outcome) in &outcomes {
             match &outcome.kind {
                 OutcomeKind::Sent => {}
                 OutcomeKind::Retry { due_at, error } => {
@@ -1346,7 +1464,7 @@ impl SqlStore {
                 summary.canceled += 1;
             }
         }
-        deltas.apply(tx, now, &mut events).await?;
+        deltas.apply(tx, self.backend(), now, &mut events).await?;
         summary.completed_operations =
             complete_finished(tx, self.backend(), &deltas.ids(), now, &mut events).await?;
         events.insert(tx, self.backend()).await?;
@@ -1494,7 +1612,9 @@ impl DeliveryStore for SqlStore {
         deltas.add(id, QUEUED, -queued);
         deltas.add(id, CANCELED, scheduled + queued);
         let mut events = PendingEvents::default();
-        deltas.apply(&mut tx, now, &mut events).await?;
+        deltas
+            .apply(&mut tx, self.backend(), now, &mut events)
+            .await?;
         complete_finished(&mut tx, self.backend(), &[id.to_owned()], now, &mut events).await?;
         events.insert(&mut tx, self.backend()).await?;
         tx.commit().await?;
@@ -1650,19 +1770,12 @@ impl DeliveryStore for SqlStore {
         .await
     }
 
-    async fn record_outcomes(
-        &self,
-        claim_token: &str,
-        outcomes: &[OutcomeWrite],
-    ) -> Result<OutcomeSummary> {
-        let written = Arc::new((claim_token.to_owned(), outcomes.to_vec()));
+    async fn record_outcomes_of_claims(&self, claims: &[ClaimOutcomes]) -> Result<OutcomeSummary> {
+        let claims: Arc<[ClaimOutcomes]> = claims.into();
         let store = self.clone();
         self.write(move |conn| {
-            let (store, written) = (store.clone(), written.clone());
-            Box::pin(async move {
-                let (claim_token, outcomes) = &*written;
-                store.record_outcomes_in(conn, claim_token, outcomes).await
-            })
+            let (store, claims) = (store.clone(), claims.clone());
+            Box::pin(async move { store.record_outcomes_in(conn, &claims).await })
         })
         .await
     }
@@ -1733,7 +1846,9 @@ impl DeliveryStore for SqlStore {
                 events.notification_failed(row.try_get(2)?, &id, &operation_id, error_json.clone());
             }
             let moved = rows.len() as u64;
-            deltas.apply(&mut tx, now, &mut events).await?;
+            deltas
+                .apply(&mut tx, self.backend(), now, &mut events)
+                .await?;
             complete_finished(&mut tx, self.backend(), &deltas.ids(), now, &mut events).await?;
             events.insert(&mut tx, self.backend()).await?;
             tx.commit().await?;

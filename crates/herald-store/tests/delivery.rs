@@ -6,8 +6,8 @@ use std::sync::Arc;
 use herald_core::time::now_ms;
 use herald_core::{Provider, Tags};
 use herald_store::delivery::{
-    ClaimedNotification, Idempotency, NewNotification, NewOperation, NotificationError,
-    OutcomeKind, OutcomeWrite, PlanBatch, PlanTask,
+    ClaimOutcomes, ClaimedNotification, Idempotency, NewNotification, NewOperation,
+    NotificationError, OutcomeKind, OutcomeWrite, PlanBatch, PlanTask,
 };
 use herald_store::testing::{TestDatabase, operation_to_plan, send_to_apn_tokens};
 use herald_store::{AccountStore, DeliveryStore, SqlStore, StoreError};
@@ -493,6 +493,76 @@ async fn claims_leases_outcomes_and_stale_writes() {
             store.get_notification(&acc, &ids[0]).await,
             Err(StoreError::NotFound)
         ));
+    }
+}
+
+/// One write takes the outcomes of several claims over several operations: each row counts
+/// toward its own operation, and is written only under its own claim's token.
+#[tokio::test]
+async fn outcomes_of_several_claims_are_written_at_once() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let mut ops = vec![
+            queued_operation(&store, &acc, 2).await,
+            queued_operation(&store, &acc, 2).await,
+            queued_operation(&store, &acc, 1).await,
+        ];
+        let now = now_ms();
+        let first = store.claim_notifications(now, 60_000, 3).await.unwrap();
+        let second = store.claim_notifications(now, 60_000, 10).await.unwrap();
+        assert_eq!(
+            (first.notifications.len(), second.notifications.len()),
+            (3, 2)
+        );
+        let error = NotificationError::new("provider-rejected", "BadDeviceToken");
+        let failed = &second.notifications[0];
+        let mut second_outcomes = vec![
+            outcome(failed, OutcomeKind::Failed(error)),
+            outcome(&second.notifications[1], OutcomeKind::Sent),
+        ];
+        // A row of the first claim named under the second claim's token: not written by it.
+        second_outcomes.push(outcome(&first.notifications[0], OutcomeKind::Sent));
+        let claims = [
+            ClaimOutcomes {
+                claim_token: first.token.clone(),
+                outcomes: first
+                    .notifications
+                    .iter()
+                    .map(|n| outcome(n, OutcomeKind::Sent))
+                    .collect(),
+            },
+            ClaimOutcomes {
+                claim_token: second.token.clone(),
+                outcomes: second_outcomes,
+            },
+        ];
+        let mut summary = store.record_outcomes_of_claims(&claims).await.unwrap();
+        assert_eq!(
+            (summary.sent, summary.failed, summary.stale),
+            (4, 1, 1),
+            "{}",
+            db.name
+        );
+        summary.completed_operations.sort();
+        ops.sort();
+        assert_eq!(summary.completed_operations, ops, "{}", db.name);
+        for id in &ops {
+            let op = store.get_operation(&acc, id).await.unwrap();
+            let failures = i64::from(*id == failed.operation_id);
+            assert_eq!(
+                (
+                    op.status.as_str(),
+                    op.stats.failed,
+                    op.stats.sent + failures
+                ),
+                ("COMPLETED", failures, op.stats.total),
+                "{} {id}",
+                db.name
+            );
+        }
+        let row = store.get_notification(&acc, &failed.id).await.unwrap();
+        assert_eq!(row.status, "FAILED");
     }
 }
 
