@@ -16,7 +16,7 @@ pub use parse::{MAX_COLLAPSE_KEY_BYTES, Problem, is_credential_id, parse};
 pub use template::{check_template, has_markup, render, try_render};
 
 /// Who sends: an app's default credentials, named credentials, or the account's default app.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "camelCase")]
 pub enum Sender {
     App {

@@ -472,3 +472,63 @@ async fn named_credentials_and_missing_ones() {
     })
     .await;
 }
+
+/// Operations claimed for planning together share one read of each sender's route; each still
+/// gets its own sender's. (Created before the planner is woken, so that one claim takes them.)
+#[tokio::test]
+async fn operations_planned_together_keep_their_own_senders() {
+    each_backend(|db| async move {
+        let h = Harness::new(db).await;
+        let senders = [
+            Sender::Credentials {
+                apn: None,
+                fcm: Some(h.fcm.clone()),
+            },
+            Sender::Credentials {
+                apn: Some(h.apn.clone()),
+                fcm: None,
+            },
+            request(Vec::new()).from,
+            Sender::AccountDefault,
+        ];
+        let mut ids = Vec::new();
+        for (i, sender) in senders.iter().enumerate() {
+            let mut req = request(vec![
+                device(Provider::Apn, &format!("together-apn-{i}")),
+                device(Provider::Fcm, &format!("together-fcm-{i}")),
+            ]);
+            req.from = sender.clone();
+            let created = h
+                .store
+                .create_operation(herald_store::delivery::NewOperation {
+                    account_sid: h.account.clone(),
+                    request: req,
+                    idempotency: None,
+                })
+                .await
+                .unwrap();
+            ids.push(created.id);
+        }
+        h.wake.notify_one();
+        let expected = [(1, 1), (1, 1), (2, 0), (2, 0)];
+        for (id, (sent, unaddressable)) in ids.iter().zip(expected) {
+            let op = h.finished(id).await;
+            assert_eq!(
+                (op.stats.sent, op.stats.unaddressable),
+                (sent, unaddressable),
+                "{op:?}"
+            );
+            for n in h.notifications(id).await {
+                let credential = match n.provider {
+                    Provider::Apn => &h.apn,
+                    Provider::Fcm => &h.fcm,
+                };
+                assert_eq!(&n.credential_id, credential);
+            }
+        }
+        assert_eq!(h.notifications(&ids[0]).await[0].provider, Provider::Fcm);
+        assert_eq!(h.notifications(&ids[1]).await[0].provider, Provider::Apn);
+        h.stop().await;
+    })
+    .await;
+}
