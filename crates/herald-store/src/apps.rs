@@ -137,24 +137,38 @@ impl SqlStore {
         Ok(())
     }
 
+    /// One app with its default credentials, in one query (`get_app` runs for every send that
+    /// names an app).
     async fn app_in(
         &self,
         conn: &mut sqlx::AnyConnection,
         account_sid: &str,
         name: &AppName,
     ) -> Result<AppRecord> {
-        let row = sqlx::query(&format!(
-            "SELECT {APP_COLUMNS} FROM apps WHERE account_sid = $1 AND name = $2"
-        ))
+        let rows = sqlx::query(
+            "SELECT a.name, a.is_default, a.created_at, a.updated_at, c.credential_type, c.id \
+             FROM apps a LEFT JOIN credentials c ON c.account_sid = a.account_sid \
+             AND c.app_name = a.name AND c.face = 'push' AND c.is_default = 1 \
+             WHERE a.account_sid = $1 AND a.name = $2",
+        )
         .bind(account_sid)
         .bind(name.as_str())
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        let mut apps = [app_from_row(&row)?];
-        self.with_default_credentials(&mut *conn, account_sid, &mut apps)
-            .await?;
-        let [app] = apps;
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut app = app_from_row(rows.first().ok_or(StoreError::NotFound)?)?;
+        for row in &rows {
+            let (Some(kind), Some(id)) = (
+                row.try_get::<Option<String>, _>(4)?,
+                row.try_get::<Option<String>, _>(5)?,
+            ) else {
+                continue;
+            };
+            if let Ok(kind) = kind.parse::<PushCredentialType>() {
+                app.default_credentials.push((kind, id));
+            }
+        }
+        app.default_credentials
+            .sort_by_key(|(kind, _)| type_rank(*kind));
         Ok(app)
     }
 }

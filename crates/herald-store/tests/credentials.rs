@@ -177,6 +177,20 @@ async fn first_credential_makes_the_app_and_defaults() {
             "{}: order APN, APN_SANDBOX, FCM",
             db.name
         );
+        assert_eq!(
+            store
+                .get_app(&acct, &app("shop"))
+                .await
+                .unwrap()
+                .default_credentials,
+            vec![
+                (Apn, first.id.clone()),
+                (ApnSandbox, sandbox.id.clone()),
+                (Fcm, fcm.id.clone())
+            ],
+            "{}: the app reads its defaults the same way",
+            db.name
+        );
 
         // `isDefault: true` moves the default of its type only.
         let third = store
