@@ -45,7 +45,9 @@ use tokio::task::JoinHandle;
 
 pub use retry::RetryPolicy;
 
-/// Engine settings (all configurable through `herald serve`).
+/// Engine settings. `herald serve` sets all but `plan_batch`, `credential_error_hold` and
+/// `credential_refresh` (docs/configuration.md); those are tuning kept at their defaults outside
+/// the tests, like the planner's concurrency (`planner::PLANS_AT_ONCE`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Dispatcher tasks, each with one claimed batch in flight.
