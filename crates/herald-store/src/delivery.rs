@@ -621,8 +621,14 @@ impl StatDeltas {
     }
 }
 
+/// A `RETURNING` column of an `UPDATE operations`: 1 when the operation's account has an event
+/// subscription. Lifecycle events of the others are not gathered at all, so that a transaction
+/// whose accounts subscribe to nothing (the common case) reads nothing more for its events.
+const SUBSCRIBED: &str = "CAST(CASE WHEN EXISTS (SELECT 1 FROM event_subscriptions s \
+     WHERE s.account_sid = operations.account_sid) THEN 1 ELSE 0 END AS BIGINT)";
+
 /// Moves operations SCHEDULED → PROCESSING (their first QUEUED rows), with an
-/// `operation.processing` event each. A separate statement, so that exactly one transaction sees
+/// `operation.processing` event each (accounts with a subscription only). A separate statement, so that exactly one transaction sees
 /// the change (the row lock makes a concurrent one re-check `status` after this one commits).
 async fn start_processing(
     conn: &mut AnyConnection,
@@ -630,36 +636,33 @@ async fn start_processing(
     ids: &[&str],
     events: &mut PendingEvents,
 ) -> Result<()> {
-    let moved: Vec<String> = match ids {
-        [] => Vec::new(),
+    let rows = match ids {
+        [] => return Ok(()),
         [id] => {
-            let moved = sqlx::query(
-                "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 AND status = 'SCHEDULED'",
-            )
+            sqlx::query(&format!(
+                "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 \
+                 AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}"
+            ))
             .bind(*id)
-            .execute(&mut *conn)
+            .fetch_all(&mut *conn)
             .await?
-            .rows_affected();
-            if moved > 0 {
-                vec![id.to_string()]
-            } else {
-                Vec::new()
-            }
         }
         _ => {
             let sql = format!(
                 "UPDATE operations SET status = 'PROCESSING' WHERE id IN ({}) \
-                 AND status = 'SCHEDULED' RETURNING id",
+                 AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}",
                 json_texts(backend, 1)
             );
-            sqlx::query_scalar(&sql)
+            sqlx::query(&sql)
                 .bind(json_list(ids))
                 .fetch_all(&mut *conn)
                 .await?
         }
     };
-    for id in moved {
-        events.operation(&id, types::OPERATION_PROCESSING);
+    for row in rows {
+        if row.try_get::<i64, _>(1)? == 1 {
+            events.operation(&row.try_get::<String, _>(0)?, types::OPERATION_PROCESSING);
+        }
     }
     Ok(())
 }
@@ -699,7 +702,7 @@ async fn complete_finished(
             "UPDATE operations SET status = CASE WHEN cancel_requested = 1 THEN 'CANCELED' \
              ELSE 'COMPLETED' END, completed_at = $1, updated_at = $1 \
              WHERE id IN ({}) AND plan_done = 1 AND scheduled = 0 AND queued = 0 \
-             AND completed_at IS NULL RETURNING id",
+             AND completed_at IS NULL RETURNING id, {SUBSCRIBED}",
             json_texts(backend, 2)
         );
         let rows = sqlx::query(&sql)
@@ -708,11 +711,12 @@ async fn complete_finished(
             .fetch_all(&mut *conn)
             .await?;
         for row in rows {
-            done.push(row.try_get(0)?);
+            let id: String = row.try_get(0)?;
+            if row.try_get::<i64, _>(1)? == 1 {
+                events.operation(&id, types::OPERATION_COMPLETED);
+            }
+            done.push(id);
         }
-    }
-    for id in &done {
-        events.operation(id, types::OPERATION_COMPLETED);
     }
     Ok(done)
 }
