@@ -828,32 +828,41 @@ impl DeviceStore for SqlStore {
             Backend::Sqlite => "json_each($3) AS u",
             Backend::Postgres => "json_array_elements_text($3::text::json) AS u(value)",
         };
-        let sql = format!(
-            "SELECT r.user_id, d.provider, d.token \
+        // The devices come back as one JSON array in one row: each row is a hand-off from
+        // SQLite's worker thread, and a planning step reads a thousand.
+        let rows = format!(
+            "SELECT r.user_id AS user_id, d.provider AS provider, d.token AS token, \
+             d.created_at AS created_at \
              FROM {users} CROSS JOIN device_registrations r \
              JOIN devices d ON d.registration_id = r.id \
              WHERE r.user_id = u.value AND r.app_name = $2 AND r.account_sid = $1 \
-               AND d.status = 'ACTIVE' \
-             ORDER BY r.user_id, d.created_at, d.provider, d.token"
+               AND d.status = 'ACTIVE'"
         );
+        let order = "user_id, created_at, provider, token";
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
+                "SELECT json_group_array(json_array(user_id, provider, token)) \
+                 FROM ({rows} ORDER BY {order})"
+            ),
+            Backend::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array(user_id, provider, token) \
+                 ORDER BY {order}), '[]')::text FROM ({rows}) AS found"
+            ),
+        };
         let users_json =
             serde_json::to_string(&unique).map_err(|e| StoreError::Config(e.to_string()))?;
-        let rows = sqlx::query(&sql)
+        let found: String = sqlx::query_scalar(&sql)
             .bind(account_sid)
             .bind(app_name.as_str())
             .bind(users_json)
-            .fetch_all(self.reader())
+            .fetch_one(self.reader())
             .await?;
-        let mut devices = Vec::with_capacity(rows.len());
-        for row in rows {
-            let provider: String = row.try_get(1)?;
-            devices.push((
-                row.try_get(0)?,
-                stored_provider(&provider)?,
-                row.try_get(2)?,
-            ));
-        }
-        Ok(devices)
+        let found: Vec<(String, String, String)> = serde_json::from_str(&found)
+            .map_err(|e| StoreError::Config(format!("devices of users: {e}")))?;
+        found
+            .into_iter()
+            .map(|(user, provider, token)| Ok((user, stored_provider(&provider)?, token)))
+            .collect()
     }
 
     async fn mark_device_invalid(
