@@ -164,16 +164,17 @@ async fn first_credential_makes_the_app_and_defaults() {
             .await
             .unwrap();
         assert!(sandbox.is_default);
+        let defaults = vec![
+            (Apn, first.id.clone()),
+            (ApnSandbox, sandbox.id.clone()),
+            (Fcm, fcm.id.clone()),
+        ];
         assert_eq!(
             store
                 .app_default_credentials(&acct, &app("shop"))
                 .await
                 .unwrap(),
-            vec![
-                (Apn, first.id.clone()),
-                (ApnSandbox, sandbox.id.clone()),
-                (Fcm, fcm.id.clone())
-            ],
+            defaults,
             "{}: order APN, APN_SANDBOX, FCM",
             db.name
         );
@@ -183,11 +184,7 @@ async fn first_credential_makes_the_app_and_defaults() {
                 .await
                 .unwrap()
                 .default_credentials,
-            vec![
-                (Apn, first.id.clone()),
-                (ApnSandbox, sandbox.id.clone()),
-                (Fcm, fcm.id.clone())
-            ],
+            defaults,
             "{}: the app reads its defaults the same way",
             db.name
         );
