@@ -1820,16 +1820,21 @@ impl DeliveryStore for SqlStore {
         let error_json = error.to_json();
         let error = error_json.to_string();
         let mut total = 0;
+        // The rows are found through the queue index (in `due_at` order) from where the previous
+        // batch ended, so that a large queue of other credentials' rows ahead of them is walked
+        // once, not once per batch.
+        let mut from_due_at = i64::MIN;
         loop {
             let now = now_ms();
             let mut tx = self.writer().begin().await?;
             let sql = self.claim_sql(
                 "notifications",
                 "status = 'FAILED', claim_token = NULL, error = $1, updated_at = $2",
-                "SELECT id FROM notifications WHERE credential_id = $3 AND status = 'QUEUED' \
-                 AND (claim_token IS NULL OR due_at <= $2) LIMIT 1000",
+                "SELECT id FROM notifications WHERE status = 'QUEUED' AND due_at >= $4 \
+                 AND credential_id = $3 AND (claim_token IS NULL OR due_at <= $2) \
+                 ORDER BY due_at LIMIT 1000",
                 "status = 'QUEUED'",
-                "operation_id, id, account_sid",
+                "operation_id, id, account_sid, due_at",
             );
             let mut deltas = StatDeltas::default();
             let mut events = PendingEvents::default();
@@ -1838,7 +1843,8 @@ impl DeliveryStore for SqlStore {
                 sqlx::query(&sql)
                     .bind(error.as_str())
                     .bind(now)
-                    .bind(credential_id),
+                    .bind(credential_id)
+                    .bind(from_due_at),
                 &mut deltas,
                 QUEUED,
                 FAILED,
@@ -1847,6 +1853,7 @@ impl DeliveryStore for SqlStore {
             for row in &rows {
                 let operation_id: String = row.try_get(0)?;
                 let id: String = row.try_get(1)?;
+                from_due_at = from_due_at.max(row.try_get(3)?);
                 events.notification_failed(row.try_get(2)?, &id, &operation_id, error_json.clone());
             }
             let moved = rows.len() as u64;

@@ -841,8 +841,8 @@ impl DeviceStore for SqlStore {
         let order = "user_id, created_at, provider, token";
         let sql = match self.backend() {
             Backend::Sqlite => format!(
-                "SELECT json_group_array(json_array(user_id, provider, token)) \
-                 FROM ({rows} ORDER BY {order})"
+                "SELECT json_group_array(json_array(user_id, provider, token) ORDER BY {order}) \
+                 FROM ({rows})"
             ),
             Backend::Postgres => format!(
                 "SELECT COALESCE(json_agg(json_build_array(user_id, provider, token) \

@@ -865,3 +865,71 @@ async fn a_cancel_skips_rows_another_transaction_holds() {
     let op = store.get_operation(&acc, &id).await.unwrap();
     assert_eq!((op.status.as_str(), op.stats.sent), ("CANCELED", 1));
 }
+
+/// The fail-fast after a credential error fails every unclaimed QUEUED row of that credential,
+/// over several batches of 1,000, past a queue of another credential's rows due before them;
+/// rows of other credentials and claimed rows are left alone.
+#[tokio::test]
+async fn a_credential_error_fails_its_queued_rows_in_batches() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        // Written in this order, so the other credential's rows are due first.
+        let mut operations = Vec::new();
+        for (credential, rows) in [
+            ("comms_credential_other", 1_500),
+            ("comms_credential_bad", 2_500),
+        ] {
+            let (id, task) = operation_to_plan(&store, &acc, rows).await;
+            let mut step = first_steps(&task, rows as i64);
+            for n in &mut step.notifications {
+                n.credential_id = credential.into();
+            }
+            assert!(store.write_plan_batch(&step).await.unwrap().is_some());
+            operations.push(id);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // One claimed row of the bad credential: in flight, not failed here.
+        let bad_claim = store
+            .claim_notifications(now_ms() + 1_000, 60_000, 1_501)
+            .await
+            .unwrap();
+        let in_flight = bad_claim
+            .notifications
+            .iter()
+            .filter(|n| n.credential_id == "comms_credential_bad")
+            .count();
+        assert_eq!(in_flight, 1, "{}", db.name);
+        let released: Vec<String> = bad_claim
+            .notifications
+            .iter()
+            .filter(|n| n.credential_id != "comms_credential_bad")
+            .map(|n| n.id.clone())
+            .collect();
+        store
+            .release_claim(&bad_claim.token, &released)
+            .await
+            .unwrap();
+
+        let error = NotificationError::new("credential-error", "InvalidProviderToken");
+        let failed = store
+            .fail_queued_for_credential("comms_credential_bad", &error)
+            .await
+            .unwrap();
+        assert_eq!(failed, 2_499, "{}", db.name);
+        let other = store.get_operation(&acc, &operations[0]).await.unwrap();
+        assert_eq!(
+            (other.stats.queued, other.stats.failed),
+            (1_500, 0),
+            "{}",
+            db.name
+        );
+        let bad = store.get_operation(&acc, &operations[1]).await.unwrap();
+        assert_eq!(
+            (bad.stats.queued, bad.stats.failed),
+            (1, 2_499),
+            "{}",
+            db.name
+        );
+    }
+}
