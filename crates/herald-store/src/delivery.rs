@@ -948,7 +948,7 @@ async fn create_operation_in(
             .await?;
         }
     }
-    insert_operation(conn, &id, new, request, now).await?;
+    insert_operation(conn, backend, &id, new, request, now).await?;
     if new.request.send_at_ms.is_some_and(|at| at > now) {
         let mut events = PendingEvents::default();
         events.operation(&id, types::OPERATION_SCHEDULED);
@@ -962,6 +962,7 @@ async fn create_operation_in(
 
 async fn insert_operation(
     conn: &mut AnyConnection,
+    backend: Backend,
     id: &str,
     new: &NewOperation,
     request: &str,
@@ -969,24 +970,32 @@ async fn insert_operation(
 ) -> Result<()> {
     let base = new.request.send_at_ms.unwrap_or(now).max(now);
     let expires_at = base + i64::from(new.request.ttl) * 1000;
-    sqlx::query(
-        "INSERT INTO operations (id, account_sid, status, recipients, plan_due_at, \
-         send_at, expires_at, created_at, updated_at) \
-         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)",
-    )
-    .bind(id)
-    .bind(new.account_sid.as_str())
-    .bind(new.request.to.len() as i64)
-    .bind(now)
-    .bind(new.request.send_at_ms)
-    .bind(expires_at)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
-        .bind(id)
-        .bind(request)
-        .execute(&mut *conn)
-        .await?;
+    const OPERATION: &str = "INSERT INTO operations (id, account_sid, status, recipients, \
+         plan_due_at, send_at, expires_at, created_at, updated_at) \
+         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)";
+    const REQUEST: &str = "INSERT INTO operation_requests (operation_id, request) VALUES ($1, $7)";
+    // SQLite runs both statements of one query in one round trip to its worker thread (`$N`
+    // parameters are shared by number); PostgreSQL takes parameters in single statements only.
+    let both = format!("{OPERATION}; {REQUEST}");
+    let statements: &[&str] = match backend {
+        Backend::Sqlite => &[both.as_str()],
+        Backend::Postgres => &[OPERATION, REQUEST],
+    };
+    for sql in statements {
+        let query = sqlx::query(sql)
+            .bind(id)
+            .bind(new.account_sid.as_str())
+            .bind(new.request.to.len() as i64)
+            .bind(now)
+            .bind(new.request.send_at_ms)
+            .bind(expires_at);
+        let query = if sql.contains("$7") {
+            query.bind(request)
+        } else {
+            query
+        };
+        query.execute(&mut *conn).await?;
+    }
     Ok(())
 }
 
