@@ -1012,13 +1012,22 @@ impl SqlStore {
             Some(_) => (count, 0),
             None => (0, count),
         };
-        let owned = sqlx::query(
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        // The step's first QUEUED rows move the operation SCHEDULED → PROCESSING in this same
+        // statement (one round trip less per operation). The right-hand sides all see the row as
+        // it was, so `started_by` takes this write's token exactly when this write moved it; a
+        // concurrent PostgreSQL writer re-evaluates them on the row this one left.
+        let owned = sqlx::query(&format!(
             "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
              unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
-             queued = queued + $9, updated_at = $10 \
+             queued = queued + $9, updated_at = $10, \
+             started_by = CASE WHEN $9 > 0 AND status = 'SCHEDULED' THEN $12 \
+             ELSE started_by END, \
+             status = CASE WHEN $9 > 0 AND status = 'SCHEDULED' THEN 'PROCESSING' \
+             ELSE status END \
              WHERE id = $1 AND plan_owner = $2 AND planned = $3 AND plan_done = 0 \
-             AND account_sid = $11",
-        )
+             AND account_sid = $11 RETURNING started_by, {SUBSCRIBED}"
+        ))
         .bind(batch.operation_id.as_str())
         .bind(batch.owner.as_str())
         .bind(batch.planned_before)
@@ -1030,28 +1039,23 @@ impl SqlStore {
         .bind(queued)
         .bind(now)
         .bind(batch.account_sid.as_str())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if owned == 0 {
+        .bind(token.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(owned) = owned else {
             return Ok(None);
+        };
+        let mut events = PendingEvents::default();
+        let started_by: Option<String> = owned.try_get(0)?;
+        if started_by.as_deref() == Some(token.as_str()) && owned.try_get::<i64, _>(1)? == 1 {
+            events.operation(&batch.operation_id, types::OPERATION_PROCESSING);
         }
         let mut claim = Claim {
-            token: uuid::Uuid::new_v4().simple().to_string(),
+            token,
             lease_until: batch.lease_until,
             notifications: Vec::new(),
         };
         let claimed = batch.claim && queued > 0;
-        let mut events = PendingEvents::default();
-        if queued > 0 {
-            start_processing(
-                tx,
-                self.backend(),
-                &[batch.operation_id.as_str()],
-                &mut events,
-            )
-            .await?;
-        }
         let account_sid = &batch.account_sid;
         let status = if batch.scheduled_until.is_some() {
             "SCHEDULED"
