@@ -545,9 +545,9 @@ impl StatDeltas {
     }
 
     /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING
-    /// (an `operation.processing` event in `events`). Several operations take one statement per
-    /// kind of change rather than one per operation (each statement is a round trip to SQLite's
-    /// worker thread or to PostgreSQL); on PostgreSQL they are first locked in id order.
+    /// (an `operation.processing` event in `events`). One statement per kind of change for all
+    /// the operations (each statement is a round trip to SQLite's worker thread or to
+    /// PostgreSQL); on PostgreSQL several are first locked in id order.
     async fn apply(
         &self,
         conn: &mut AnyConnection,
@@ -555,7 +555,7 @@ impl StatDeltas {
         now: i64,
         events: &mut PendingEvents,
     ) -> Result<()> {
-        if self.0.len() > 1 && backend == Backend::Postgres {
+        if self.0.len() > 1 {
             lock_operations_in_order(conn, backend, &self.ids()).await?;
         }
         let starting: Vec<&str> = self
@@ -565,54 +565,40 @@ impl StatDeltas {
             .map(|(id, _)| id.as_str())
             .collect();
         start_processing(conn, backend, &starting, events).await?;
-        if let [(id, d)] = self.0.iter().collect::<Vec<_>>().as_slice() {
-            sqlx::query(
-                "UPDATE operations SET scheduled = scheduled + $2, queued = queued + $3, \
-                 sent = sent + $4, failed = failed + $5, canceled = canceled + $6, \
-                 updated_at = $7 WHERE id = $1",
-            )
-            .bind(id.as_str())
-            .bind(d[SCHEDULED])
-            .bind(d[QUEUED])
-            .bind(d[SENT])
-            .bind(d[FAILED])
-            .bind(d[CANCELED])
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(&str, i64, i64, i64, i64, i64)> = self
+            .0
+            .iter()
+            .map(|(id, d)| {
+                (
+                    id.as_str(),
+                    d[SCHEDULED],
+                    d[QUEUED],
+                    d[SENT],
+                    d[FAILED],
+                    d[CANCELED],
+                )
+            })
+            .collect();
+        let sql = format!(
+            "UPDATE operations SET scheduled = scheduled + d.add_scheduled, \
+             queued = queued + d.add_queued, sent = sent + d.add_sent, \
+             failed = failed + d.add_failed, canceled = canceled + d.add_canceled, \
+             updated_at = $1 \
+             FROM (SELECT value ->> 0 AS id, CAST(value ->> 1 AS BIGINT) AS add_scheduled, \
+             CAST(value ->> 2 AS BIGINT) AS add_queued, CAST(value ->> 3 AS BIGINT) AS add_sent, \
+             CAST(value ->> 4 AS BIGINT) AS add_failed, \
+             CAST(value ->> 5 AS BIGINT) AS add_canceled FROM {}) AS d \
+             WHERE operations.id = d.id",
+            json_values(backend, 2)
+        );
+        sqlx::query(&sql)
             .bind(now)
+            .bind(json_list(&rows))
             .execute(&mut *conn)
             .await?;
-        } else if !self.0.is_empty() {
-            let rows: Vec<(&str, i64, i64, i64, i64, i64)> = self
-                .0
-                .iter()
-                .map(|(id, d)| {
-                    (
-                        id.as_str(),
-                        d[SCHEDULED],
-                        d[QUEUED],
-                        d[SENT],
-                        d[FAILED],
-                        d[CANCELED],
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "UPDATE operations SET scheduled = scheduled + d.add_scheduled, \
-                 queued = queued + d.add_queued, sent = sent + d.add_sent, \
-                 failed = failed + d.add_failed, canceled = canceled + d.add_canceled, \
-                 updated_at = $1 \
-                 FROM (SELECT value ->> 0 AS id, CAST(value ->> 1 AS BIGINT) AS add_scheduled, \
-                 CAST(value ->> 2 AS BIGINT) AS add_queued, CAST(value ->> 3 AS BIGINT) AS add_sent, \
-                 CAST(value ->> 4 AS BIGINT) AS add_failed, \
-                 CAST(value ->> 5 AS BIGINT) AS add_canceled FROM {}) AS d \
-                 WHERE operations.id = d.id",
-                json_values(backend, 2)
-            );
-            sqlx::query(&sql)
-                .bind(now)
-                .bind(json_list(&rows))
-                .execute(&mut *conn)
-                .await?;
-        }
         Ok(())
     }
 
@@ -628,37 +614,27 @@ const SUBSCRIBED: &str = "CAST(CASE WHEN EXISTS (SELECT 1 FROM event_subscriptio
      WHERE s.account_sid = operations.account_sid) THEN 1 ELSE 0 END AS BIGINT)";
 
 /// Moves operations SCHEDULED → PROCESSING (their first QUEUED rows), with an
-/// `operation.processing` event each (accounts with a subscription only). A separate statement, so that exactly one transaction sees
-/// the change (the row lock makes a concurrent one re-check `status` after this one commits).
+/// `operation.processing` event each (accounts with a subscription only). A statement of its
+/// own, so that exactly one transaction sees the change (the row lock makes a concurrent one
+/// re-check `status` after this one commits).
 async fn start_processing(
     conn: &mut AnyConnection,
     backend: Backend,
     ids: &[&str],
     events: &mut PendingEvents,
 ) -> Result<()> {
-    let rows = match ids {
-        [] => return Ok(()),
-        [id] => {
-            sqlx::query(&format!(
-                "UPDATE operations SET status = 'PROCESSING' WHERE id = $1 \
-                 AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}"
-            ))
-            .bind(*id)
-            .fetch_all(&mut *conn)
-            .await?
-        }
-        _ => {
-            let sql = format!(
-                "UPDATE operations SET status = 'PROCESSING' WHERE id IN ({}) \
-                 AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}",
-                json_texts(backend, 1)
-            );
-            sqlx::query(&sql)
-                .bind(json_list(ids))
-                .fetch_all(&mut *conn)
-                .await?
-        }
-    };
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let sql = format!(
+        "UPDATE operations SET status = 'PROCESSING' WHERE id IN ({}) \
+         AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}",
+        json_texts(backend, 1)
+    );
+    let rows = sqlx::query(&sql)
+        .bind(json_list(ids))
+        .fetch_all(&mut *conn)
+        .await?;
     for row in rows {
         if row.try_get::<i64, _>(1)? == 1 {
             events.operation(&row.try_get::<String, _>(0)?, types::OPERATION_PROCESSING);
@@ -973,28 +949,34 @@ async fn insert_operation(
     const OPERATION: &str = "INSERT INTO operations (id, account_sid, status, recipients, \
          plan_due_at, send_at, expires_at, created_at, updated_at) \
          VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)";
-    const REQUEST: &str = "INSERT INTO operation_requests (operation_id, request) VALUES ($1, $7)";
-    // SQLite runs both statements of one query in one round trip to its worker thread (`$N`
-    // parameters are shared by number); PostgreSQL takes parameters in single statements only.
-    let both = format!("{OPERATION}; {REQUEST}");
-    let statements: &[&str] = match backend {
-        Backend::Sqlite => &[both.as_str()],
-        Backend::Postgres => &[OPERATION, REQUEST],
-    };
-    for sql in statements {
-        let query = sqlx::query(sql)
+    let operation = |sql| {
+        sqlx::query(sql)
             .bind(id)
             .bind(new.account_sid.as_str())
             .bind(new.request.to.len() as i64)
             .bind(now)
             .bind(new.request.send_at_ms)
-            .bind(expires_at);
-        let query = if sql.contains("$7") {
-            query.bind(request)
-        } else {
-            query
-        };
-        query.execute(&mut *conn).await?;
+            .bind(expires_at)
+    };
+    match backend {
+        // SQLite runs both statements of one query in one round trip to its worker thread (`$N`
+        // parameters are shared by number across them).
+        Backend::Sqlite => {
+            let both = format!(
+                "{OPERATION}; INSERT INTO operation_requests (operation_id, request) \
+                 VALUES ($1, $7)"
+            );
+            operation(&both).bind(request).execute(&mut *conn).await?;
+        }
+        // PostgreSQL takes parameters in single statements only.
+        Backend::Postgres => {
+            operation(OPERATION).execute(&mut *conn).await?;
+            sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
+                .bind(id)
+                .bind(request)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     Ok(())
 }
