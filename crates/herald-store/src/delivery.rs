@@ -29,14 +29,13 @@ use herald_core::send::SendRequest;
 use herald_core::time::now_ms;
 use herald_core::{Provider, Tags, ids};
 use serde_json::Value;
+use sqlx::Row as _;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
-use crate::events::{NewEvent, types};
-use crate::{
-    Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, insert_events,
-    keyset_condition,
-};
+use crate::sql::{Conn, Query, Row, query};
+
+use crate::events::{NewEvent, insert_events_on, types};
+use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
@@ -391,7 +390,7 @@ pub trait DeliveryStore {
 const OPERATION_COLUMNS: &str = "id, status, recipients, unaddressable, scheduled, queued, sent, \
      failed, canceled, created_at, updated_at, completed_at";
 
-fn operation_from_row(row: &AnyRow) -> Result<OperationRecord> {
+fn operation_from_row(row: &Row) -> Result<OperationRecord> {
     let mut stats = OperationStats {
         total: 0,
         recipients: row.try_get(2)?,
@@ -550,7 +549,7 @@ impl StatDeltas {
     /// PostgreSQL); on PostgreSQL several are first locked in id order.
     async fn apply(
         &self,
-        conn: &mut AnyConnection,
+        conn: &mut Conn<'_>,
         backend: Backend,
         now: i64,
         events: &mut PendingEvents,
@@ -594,10 +593,10 @@ impl StatDeltas {
              WHERE operations.id = d.id",
             json_values(backend, 2)
         );
-        sqlx::query(&sql)
+        query(&sql)
             .bind(now)
             .bind(json_list(&rows))
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         Ok(())
     }
@@ -618,7 +617,7 @@ const SUBSCRIBED: &str = "CAST(CASE WHEN EXISTS (SELECT 1 FROM event_subscriptio
 /// own, so that exactly one transaction sees the change (the row lock makes a concurrent one
 /// re-check `status` after this one commits).
 async fn start_processing(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     ids: &[&str],
     events: &mut PendingEvents,
@@ -631,13 +630,10 @@ async fn start_processing(
          AND status = 'SCHEDULED' RETURNING id, {SUBSCRIBED}",
         json_texts(backend, 1)
     );
-    let rows = sqlx::query(&sql)
-        .bind(json_list(ids))
-        .fetch_all(&mut *conn)
-        .await?;
+    let rows = query(&sql).bind(json_list(ids)).fetch_all(conn).await?;
     for row in rows {
-        if row.try_get::<i64, _>(1)? == 1 {
-            events.operation(&row.try_get::<String, _>(0)?, types::OPERATION_PROCESSING);
+        if row.try_get::<i64>(1)? == 1 {
+            events.operation(&row.try_get::<String>(0)?, types::OPERATION_PROCESSING);
         }
     }
     Ok(())
@@ -646,7 +642,7 @@ async fn start_processing(
 /// Locks the operations `ids` (sorted) in id order on PostgreSQL, the order every writer but
 /// the cancel takes them in, so that statements touching several at once cannot deadlock.
 async fn lock_operations_in_order(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     ids: &[String],
 ) -> Result<()> {
@@ -655,10 +651,7 @@ async fn lock_operations_in_order(
             "SELECT id FROM operations WHERE id IN ({}) ORDER BY id FOR UPDATE",
             json_texts(backend, 1)
         );
-        sqlx::query(&sql)
-            .bind(json_list(ids))
-            .fetch_all(&mut *conn)
-            .await?;
+        query(&sql).bind(json_list(ids)).fetch_all(conn).await?;
     }
     Ok(())
 }
@@ -666,7 +659,7 @@ async fn lock_operations_in_order(
 /// Marks finished the operations among `ids` with nothing left to plan, schedule or send
 /// (an `operation.completed` event each, with status `COMPLETED` or `CANCELED`); returns them.
 async fn complete_finished(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     ids: &[String],
     now: i64,
@@ -681,14 +674,14 @@ async fn complete_finished(
              AND completed_at IS NULL RETURNING id, {SUBSCRIBED}",
             json_texts(backend, 2)
         );
-        let rows = sqlx::query(&sql)
+        let rows = query(&sql)
             .bind(now)
             .bind(json_list(ids))
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
         for row in rows {
             let id: String = row.try_get(0)?;
-            if row.try_get::<i64, _>(1)? == 1 {
+            if row.try_get::<i64>(1)? == 1 {
                 events.operation(&id, types::OPERATION_COMPLETED);
             }
             done.push(id);
@@ -703,7 +696,7 @@ async fn complete_finished(
 /// before [`StatDeltas::apply`], the order every writer but the cancel uses (the cancel skips
 /// locked rows instead of waiting).
 async fn canceled_operations(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     ids: &[String],
 ) -> Result<HashSet<String>> {
@@ -719,11 +712,7 @@ async fn canceled_operations(
             Backend::Sqlite => "",
         }
     );
-    for row in sqlx::query(&sql)
-        .bind(json_list(ids))
-        .fetch_all(&mut *conn)
-        .await?
-    {
+    for row in query(&sql).bind(json_list(ids)).fetch_all(conn).await? {
         let requested: i64 = row.try_get(1)?;
         if requested == 1 {
             canceled.insert(row.try_get(0)?);
@@ -764,7 +753,7 @@ impl PendingEvents {
 
     /// Writes the events on `conn` (inside the caller's transaction). Accounts without a
     /// subscription get nothing ([`insert_events`] skips them).
-    async fn insert(self, conn: &mut AnyConnection, backend: Backend) -> Result<()> {
+    async fn insert(self, conn: &mut Conn<'_>, backend: Backend) -> Result<()> {
         if self.operations.is_empty() && self.others.is_empty() {
             return Ok(());
         }
@@ -786,10 +775,7 @@ impl PendingEvents {
                  WHERE s.account_sid = o.account_sid)",
                 json_texts(backend, 1)
             );
-            let rows = sqlx::query(&sql)
-                .bind(json_list(&ids))
-                .fetch_all(&mut *conn)
-                .await?;
+            let rows = query(&sql).bind(json_list(&ids)).fetch_all(conn).await?;
             for row in rows {
                 let record = operation_from_row(&row)?;
                 let account: String = row.try_get(12)?;
@@ -809,7 +795,7 @@ impl PendingEvents {
         }
         events.extend(self.others);
         if !events.is_empty() {
-            insert_events(conn, &events).await?;
+            insert_events_on(conn, &events).await?;
         }
         Ok(())
     }
@@ -843,14 +829,14 @@ impl SqlStore {
 
     /// Runs `query` (its RETURNING starts with `operation_id`) and counts the rows per
     /// operation into `deltas` (`-1` on `from`, `+1` on `to`); returns the rows.
-    async fn count_moved<'q>(
-        conn: &mut AnyConnection,
-        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    async fn count_moved(
+        conn: &mut Conn<'_>,
+        query: Query<'_>,
         deltas: &mut StatDeltas,
         from: usize,
         to: usize,
-    ) -> Result<Vec<AnyRow>> {
-        let rows = query.fetch_all(&mut *conn).await?;
+    ) -> Result<Vec<Row>> {
+        let rows = query.fetch_all(conn).await?;
         for row in &rows {
             let op: String = row.try_get(0)?;
             deltas.add(&op, from, -1);
@@ -863,7 +849,7 @@ impl SqlStore {
 /// Stores an operation (and its idempotency key) on `conn`, inside the caller's transaction; a
 /// replay writes nothing, a conflict returns its error (the caller rolls back).
 async fn create_operation_in(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     new: &NewOperation,
     request: &str,
@@ -871,7 +857,7 @@ async fn create_operation_in(
     let now = now_ms();
     let id = ids::new_type_id(ids::OPERATION);
     if let Some(idem) = &new.idempotency {
-        let inserted = sqlx::query(
+        let inserted = query(
             "INSERT INTO idempotency_keys (account_sid, idempotency_key, request_hash, \
              operation_id, created_at) VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (account_sid, idempotency_key) DO NOTHING",
@@ -881,17 +867,16 @@ async fn create_operation_in(
         .bind(idem.request_hash.as_str())
         .bind(id.as_str())
         .bind(now)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .execute(conn)
+        .await?;
         if inserted == 0 {
-            let row = sqlx::query(
+            let row = query(
                 "SELECT request_hash, operation_id, created_at FROM idempotency_keys \
                  WHERE account_sid = $1 AND idempotency_key = $2",
             )
             .bind(new.account_sid.as_str())
             .bind(idem.key.as_str())
-            .fetch_one(&mut *conn)
+            .fetch_one(conn)
             .await?;
             let hash: String = row.try_get(0)?;
             let first: String = row.try_get(1)?;
@@ -911,7 +896,7 @@ async fn create_operation_in(
                 };
             }
             // Older than the window: the key starts over with this request.
-            sqlx::query(
+            query(
                 "UPDATE idempotency_keys SET request_hash = $3, operation_id = $4, \
                  created_at = $5 WHERE account_sid = $1 AND idempotency_key = $2",
             )
@@ -920,11 +905,11 @@ async fn create_operation_in(
             .bind(idem.request_hash.as_str())
             .bind(id.as_str())
             .bind(now)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
     }
-    insert_operation(conn, backend, &id, new, request, now).await?;
+    insert_operation(conn, &id, new, request, now).await?;
     if new.request.send_at_ms.is_some_and(|at| at > now) {
         let mut events = PendingEvents::default();
         events.operation(&id, types::OPERATION_SCHEDULED);
@@ -937,8 +922,7 @@ async fn create_operation_in(
 }
 
 async fn insert_operation(
-    conn: &mut AnyConnection,
-    backend: Backend,
+    conn: &mut Conn<'_>,
     id: &str,
     new: &NewOperation,
     request: &str,
@@ -946,38 +930,24 @@ async fn insert_operation(
 ) -> Result<()> {
     let base = new.request.send_at_ms.unwrap_or(now).max(now);
     let expires_at = base + i64::from(new.request.ttl) * 1000;
-    const OPERATION: &str = "INSERT INTO operations (id, account_sid, status, recipients, \
-         plan_due_at, send_at, expires_at, created_at, updated_at) \
-         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)";
-    let operation = |sql| {
-        sqlx::query(sql)
-            .bind(id)
-            .bind(new.account_sid.as_str())
-            .bind(new.request.to.len() as i64)
-            .bind(now)
-            .bind(new.request.send_at_ms)
-            .bind(expires_at)
-    };
-    match backend {
-        // SQLite runs both statements of one query in one round trip to its worker thread (`$N`
-        // parameters are shared by number across them).
-        Backend::Sqlite => {
-            let both = format!(
-                "{OPERATION}; INSERT INTO operation_requests (operation_id, request) \
-                 VALUES ($1, $7)"
-            );
-            operation(&both).bind(request).execute(&mut *conn).await?;
-        }
-        // PostgreSQL takes parameters in single statements only.
-        Backend::Postgres => {
-            operation(OPERATION).execute(&mut *conn).await?;
-            sqlx::query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
-                .bind(id)
-                .bind(request)
-                .execute(&mut *conn)
-                .await?;
-        }
-    }
+    query(
+        "INSERT INTO operations (id, account_sid, status, recipients, plan_due_at, send_at, \
+         expires_at, created_at, updated_at) \
+         VALUES ($1, $2, 'SCHEDULED', $3, $4, $5, $6, $4, $4)",
+    )
+    .bind(id)
+    .bind(new.account_sid.as_str())
+    .bind(new.request.to.len() as i64)
+    .bind(now)
+    .bind(new.request.send_at_ms)
+    .bind(expires_at)
+    .execute(conn)
+    .await?;
+    query("INSERT INTO operation_requests (operation_id, request) VALUES ($1, $2)")
+        .bind(id)
+        .bind(request)
+        .execute(conn)
+        .await?;
     Ok(())
 }
 
@@ -985,7 +955,7 @@ async fn insert_operation(
 impl SqlStore {
     async fn write_plan_batch_in(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Conn<'_>,
         batch: &PlanBatch,
     ) -> Result<Option<Claim>> {
         let now = now_ms();
@@ -999,7 +969,7 @@ impl SqlStore {
         // statement (one round trip less per operation). The right-hand sides all see the row as
         // it was, so `started_by` takes this write's token exactly when this write moved it; a
         // concurrent PostgreSQL writer re-evaluates them on the row this one left.
-        let owned = sqlx::query(&format!(
+        let owned = query(&format!(
             "UPDATE operations SET planned = $4, plan_done = $5, plan_due_at = $6, \
              unaddressable = unaddressable + $7, scheduled = scheduled + $8, \
              queued = queued + $9, updated_at = $10, \
@@ -1022,14 +992,14 @@ impl SqlStore {
         .bind(now)
         .bind(batch.account_sid.as_str())
         .bind(token.as_str())
-        .fetch_optional(&mut *tx)
+        .fetch_optional(tx)
         .await?;
         let Some(owned) = owned else {
             return Ok(None);
         };
         let mut events = PendingEvents::default();
         let started_by: Option<String> = owned.try_get(0)?;
-        if started_by.as_deref() == Some(token.as_str()) && owned.try_get::<i64, _>(1)? == 1 {
+        if started_by.as_deref() == Some(token.as_str()) && owned.try_get::<i64>(1)? == 1 {
             events.operation(&batch.operation_id, types::OPERATION_PROCESSING);
         }
         let mut claim = Claim {
@@ -1085,7 +1055,7 @@ impl SqlStore {
                  $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
                 json_values(self.backend(), 12)
             );
-            sqlx::query(&sql)
+            query(&sql)
                 .bind(account_sid.as_str())
                 .bind(batch.operation_id.as_str())
                 .bind(status)
@@ -1137,12 +1107,7 @@ impl SqlStore {
         Ok(Some(claim))
     }
 
-    async fn promote_scheduled_in(
-        &self,
-        tx: &mut AnyConnection,
-        now: i64,
-        limit: i64,
-    ) -> Result<u64> {
+    async fn promote_scheduled_in(&self, tx: &mut Conn<'_>, now: i64, limit: i64) -> Result<u64> {
         let sql = self.claim_sql(
             "notifications",
             "status = 'QUEUED', updated_at = $1",
@@ -1154,7 +1119,7 @@ impl SqlStore {
         let mut deltas = StatDeltas::default();
         let moved = Self::count_moved(
             tx,
-            sqlx::query(&sql).bind(now).bind(limit),
+            query(&sql).bind(now).bind(limit),
             &mut deltas,
             SCHEDULED,
             QUEUED,
@@ -1172,7 +1137,7 @@ impl SqlStore {
 
     async fn claim_notifications_in(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Conn<'_>,
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -1188,7 +1153,7 @@ impl SqlStore {
             "id, operation_id, account_sid, recipient_index, provider, token, credential_id, \
              app_name, user_id, attempts, expires_at",
         );
-        let rows = sqlx::query(&sql)
+        let rows = query(&sql)
             .bind(lease_until)
             .bind(token.as_str())
             .bind(now)
@@ -1230,7 +1195,7 @@ impl SqlStore {
     /// uncounted), and finishes their operation if nothing else is left; returns the others.
     async fn cancel_claimed_of_canceled(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Conn<'_>,
         token: &str,
         claimed: Vec<ClaimedNotification>,
         now: i64,
@@ -1252,10 +1217,7 @@ impl SqlStore {
              WHERE id IN ({}) AND claim_token = $1 RETURNING operation_id",
             json_texts(self.backend(), 3)
         );
-        let query = sqlx::query(&sql)
-            .bind(token)
-            .bind(now)
-            .bind(json_list(&ids));
+        let query = query(&sql).bind(token).bind(now).bind(json_list(&ids));
         let mut deltas = StatDeltas::default();
         Self::count_moved(tx, query, &mut deltas, QUEUED, CANCELED).await?;
         let mut events = PendingEvents::default();
@@ -1267,7 +1229,7 @@ impl SqlStore {
 
     async fn claim_operations_to_plan_in(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Conn<'_>,
         now: i64,
         lease_ms: i64,
         limit: i64,
@@ -1281,7 +1243,7 @@ impl SqlStore {
             "plan_done = 0",
             "id, account_sid, planned, send_at, expires_at, created_at",
         );
-        let rows = sqlx::query(&sql)
+        let rows = query(&sql)
             .bind(now + lease_ms)
             .bind(owner.as_str())
             .bind(now)
@@ -1299,7 +1261,7 @@ impl SqlStore {
             "SELECT operation_id, request FROM operation_requests WHERE operation_id IN ({})",
             json_texts(self.backend(), 1)
         );
-        let mut requests: HashMap<String, String> = sqlx::query(&requests_sql)
+        let mut requests: HashMap<String, String> = query(&requests_sql)
             .bind(json_list(&ids))
             .fetch_all(&mut *tx)
             .await?
@@ -1327,7 +1289,7 @@ impl SqlStore {
 
     async fn record_outcomes_in(
         &self,
-        tx: &mut AnyConnection,
+        tx: &mut Conn<'_>,
         claims: &[ClaimOutcomes],
     ) -> Result<OutcomeSummary> {
         let now = now_ms();
@@ -1368,9 +1330,9 @@ impl SqlStore {
                     " RETURNING notifications.operation_id"
                 }
             );
-            let query = sqlx::query(&sql).bind(now).bind(json_list(&sent));
+            let query = query(&sql).bind(now).bind(json_list(&sent));
             let moved = if counted {
-                let moved = query.execute(&mut *tx).await?.rows_affected();
+                let moved = query.execute(&mut *tx).await?;
                 if moved > 0 {
                     deltas.add(sent[0].1, QUEUED, -(moved as i64));
                     deltas.add(sent[0].1, SENT, moved as i64);
@@ -1388,7 +1350,7 @@ impl SqlStore {
             match &outcome.kind {
                 OutcomeKind::Sent => {}
                 OutcomeKind::Retry { due_at, error } => {
-                    let updated = sqlx::query(
+                    let updated = query(
                         "UPDATE notifications SET due_at = $3, claim_token = NULL, error = $4, \
                          updated_at = $5 WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED'",
                     )
@@ -1398,8 +1360,7 @@ impl SqlStore {
                     .bind(error.to_json().to_string())
                     .bind(now)
                     .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    .await?;
                     if updated > 0 {
                         retried.push(outcome);
                     } else {
@@ -1408,7 +1369,7 @@ impl SqlStore {
                 }
                 OutcomeKind::Failed(error) => {
                     let error = error.to_json();
-                    let query = sqlx::query(
+                    let query = query(
                         "UPDATE notifications SET status = 'FAILED', claim_token = NULL, \
                          error = $3, updated_at = $4 \
                          WHERE id = $1 AND claim_token = $2 AND status = 'QUEUED' \
@@ -1450,7 +1411,7 @@ impl SqlStore {
                     continue;
                 }
                 // This transaction holds the row since its retry update above.
-                sqlx::query(
+                query(
                     "UPDATE notifications SET status = 'CANCELED', updated_at = $2 \
                      WHERE id = $1 AND status = 'QUEUED'",
                 )
@@ -1495,7 +1456,7 @@ impl DeliveryStore for SqlStore {
         .fetch_optional(self.reader())
         .await?
         .ok_or(StoreError::NotFound)?;
-        operation_from_row(&row)
+        operation_from_row(&row.into())
     }
 
     async fn list_operations(
@@ -1537,8 +1498,8 @@ impl DeliveryStore for SqlStore {
             .bind(page.limit + 1)
             .fetch_all(self.reader())
             .await?
-            .iter()
-            .map(operation_from_row)
+            .into_iter()
+            .map(|row| operation_from_row(&row.into()))
             .collect::<Result<Vec<_>>>()?;
         Ok(Page::from_rows(rows, page.limit, |op| Cursor {
             at: op.created_at,
@@ -1549,9 +1510,10 @@ impl DeliveryStore for SqlStore {
     async fn cancel_operation(&self, account: &str, id: &str) -> Result<()> {
         let now = now_ms();
         let mut tx = self.writer().begin().await?;
+        let mut conn = Conn::Sqlx(&mut tx);
         // The operation row first: a concurrent planning step (which also starts with it) is
         // then either wholly before the cancel (its rows get canceled below) or sees plan_done.
-        let touched = sqlx::query(
+        let touched = query(
             "UPDATE operations SET cancel_requested = 1, \
              canceled = canceled + CASE WHEN plan_done = 0 THEN recipients - planned ELSE 0 END, \
              planned = recipients, plan_done = 1, updated_at = $3 \
@@ -1560,14 +1522,13 @@ impl DeliveryStore for SqlStore {
         .bind(id)
         .bind(account)
         .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        .execute(&mut conn)
+        .await?;
         if touched == 0 {
-            let exists = sqlx::query("SELECT 1 FROM operations WHERE id = $1 AND account_sid = $2")
+            let exists = query("SELECT 1 FROM operations WHERE id = $1 AND account_sid = $2")
                 .bind(id)
                 .bind(account)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut conn)
                 .await?
                 .is_some();
             tx.rollback().await?;
@@ -1592,19 +1553,19 @@ impl DeliveryStore for SqlStore {
                 "id",
             )
         };
-        let scheduled = sqlx::query(&cancel_where("status = 'SCHEDULED'"))
+        let scheduled = query(&cancel_where("status = 'SCHEDULED'"))
             .bind(id)
             .bind(now)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut conn)
             .await?
             .len() as i64;
         // Rows in flight (claimed, lease running) may be with the provider already: they finish.
-        let queued = sqlx::query(&cancel_where(
+        let queued = query(&cancel_where(
             "status = 'QUEUED' AND (claim_token IS NULL OR due_at <= $2)",
         ))
         .bind(id)
         .bind(now)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut conn)
         .await?
         .len() as i64;
         deltas.add(id, SCHEDULED, -scheduled);
@@ -1612,10 +1573,17 @@ impl DeliveryStore for SqlStore {
         deltas.add(id, CANCELED, scheduled + queued);
         let mut events = PendingEvents::default();
         deltas
-            .apply(&mut tx, self.backend(), now, &mut events)
+            .apply(&mut conn, self.backend(), now, &mut events)
             .await?;
-        complete_finished(&mut tx, self.backend(), &[id.to_owned()], now, &mut events).await?;
-        events.insert(&mut tx, self.backend()).await?;
+        complete_finished(
+            &mut conn,
+            self.backend(),
+            &[id.to_owned()],
+            now,
+            &mut events,
+        )
+        .await?;
+        events.insert(&mut conn, self.backend()).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -1795,13 +1763,12 @@ impl DeliveryStore for SqlStore {
             let released = released.clone();
             Box::pin(async move {
                 let (sql, claim_token, ids) = &*released;
-                Ok(sqlx::query(sql)
+                query(sql)
                     .bind(claim_token.as_str())
                     .bind(now_ms())
                     .bind(ids.as_str())
-                    .execute(&mut *conn)
-                    .await?
-                    .rows_affected())
+                    .execute(conn)
+                    .await
             })
         })
         .await
@@ -1822,6 +1789,7 @@ impl DeliveryStore for SqlStore {
         loop {
             let now = now_ms();
             let mut tx = self.writer().begin().await?;
+            let mut conn = Conn::Sqlx(&mut tx);
             let sql = self.claim_sql(
                 "notifications",
                 "status = 'FAILED', claim_token = NULL, error = $1, updated_at = $2",
@@ -1834,8 +1802,8 @@ impl DeliveryStore for SqlStore {
             let mut deltas = StatDeltas::default();
             let mut events = PendingEvents::default();
             let rows = Self::count_moved(
-                &mut tx,
-                sqlx::query(&sql)
+                &mut conn,
+                query(&sql)
                     .bind(error.as_str())
                     .bind(now)
                     .bind(credential_id)
@@ -1853,10 +1821,10 @@ impl DeliveryStore for SqlStore {
             }
             let moved = rows.len() as u64;
             deltas
-                .apply(&mut tx, self.backend(), now, &mut events)
+                .apply(&mut conn, self.backend(), now, &mut events)
                 .await?;
-            complete_finished(&mut tx, self.backend(), &deltas.ids(), now, &mut events).await?;
-            events.insert(&mut tx, self.backend()).await?;
+            complete_finished(&mut conn, self.backend(), &deltas.ids(), now, &mut events).await?;
+            events.insert(&mut conn, self.backend()).await?;
             tx.commit().await?;
             total += moved;
             if moved < 1000 {

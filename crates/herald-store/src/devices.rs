@@ -20,9 +20,10 @@ use herald_core::time::now_ms;
 use herald_core::{AppName, DeviceStatus, DeviceToken, Provider};
 use ring::digest::{SHA256, digest};
 use serde_json::Value;
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Row};
 
+use crate::sql::{Conn, query};
 use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
 
 /// One device of a registration.
@@ -342,7 +343,7 @@ impl SqlStore {
 }
 
 async fn register_in(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     backend: Backend,
     account_sid: &str,
     request: &RegisterDevice<'_>,
@@ -352,38 +353,58 @@ async fn register_in(
     let token = request.token.as_str();
     let hash = token_hash(token);
 
-    // The common case on SQLite, a new device without a user, in one round trip to the writer's
-    // thread (sqlx runs every statement of the text, `$N` numbering the arguments across them):
-    // the user, registration and device rows, inserted only if the app exists and the device
-    // does not (`changes()` is the previous statement's row count). Anything else inserts nothing
-    // and takes the general path below. PostgreSQL takes no multi-statement prepared queries.
+    // The common case on SQLite, a new device without a user, in three statements on the group
+    // commit's connection: the user, registration and device rows, inserted only if the app
+    // exists and the device does not (`changes()` is the previous statement's row count).
+    // Anything else inserts nothing and takes the general path below, whose first statement
+    // would otherwise have to come first.
     if request.user_id.is_none() && backend == Backend::Sqlite {
         let user_id = ids::new_type_id(ids::USER);
         let registration_id = ids::new_type_id(ids::DEVICE_REGISTRATION);
-        let inserted = sqlx::query(
+        let now = now_ms();
+        let mut inserted = query(
             "INSERT INTO users (id, account_sid, created_at, updated_at) \
              SELECT $1, $2, $3, $3 \
-             WHERE EXISTS (SELECT 1 FROM apps WHERE account_sid = $2 AND name = $5) \
-               AND NOT EXISTS (SELECT 1 FROM devices WHERE account_sid = $2 AND app_name = $5 \
-                               AND provider = $6 AND token_hash = $7); \
-             INSERT INTO device_registrations \
-               (id, account_sid, app_name, user_id, created_at, updated_at) \
-             SELECT $4, $2, $5, $1, $3, $3 WHERE changes() = 1; \
-             INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
-                                  registration_id, status, created_at) \
-             SELECT $2, $5, $6, $7, $8, $4, 'ACTIVE', $3 WHERE changes() = 1",
+             WHERE EXISTS (SELECT 1 FROM apps WHERE account_sid = $2 AND name = $4) \
+               AND NOT EXISTS (SELECT 1 FROM devices WHERE account_sid = $2 AND app_name = $4 \
+                               AND provider = $5 AND token_hash = $6)",
         )
         .bind(&user_id)
         .bind(account_sid)
-        .bind(now_ms())
-        .bind(&registration_id)
+        .bind(now)
         .bind(app)
         .bind(provider)
         .bind(&hash)
-        .bind(token)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        .execute(conn)
+        .await?;
+        if inserted == 1 {
+            inserted += query(
+                "INSERT INTO device_registrations \
+                   (id, account_sid, app_name, user_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $5)",
+            )
+            .bind(&registration_id)
+            .bind(account_sid)
+            .bind(app)
+            .bind(&user_id)
+            .bind(now)
+            .execute(conn)
+            .await?;
+            inserted += query(
+                "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
+                                      registration_id, status, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
+            )
+            .bind(account_sid)
+            .bind(app)
+            .bind(provider)
+            .bind(&hash)
+            .bind(token)
+            .bind(&registration_id)
+            .bind(now)
+            .execute(conn)
+            .await?;
+        }
         match inserted {
             3 => {
                 return Ok(Registered {
@@ -405,7 +426,7 @@ async fn register_in(
 
     // One round trip for the three checks (on SQLite every statement is a hand-off to the
     // writer's thread): does the app exist, does the named user exist, and who has the device.
-    let row = sqlx::query(
+    let row = query(
         "SELECT \
            CAST(CASE WHEN EXISTS (SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2) \
                 THEN 1 ELSE 0 END AS BIGINT), \
@@ -424,7 +445,7 @@ async fn register_in(
     .bind(&hash)
     .bind(token)
     .bind(request.user_id)
-    .fetch_one(&mut *conn)
+    .fetch_one(conn)
     .await?;
     let app_exists: i64 = row.try_get(0)?;
     if app_exists == 0 {
@@ -440,7 +461,7 @@ async fn register_in(
             format!("user {user_id} does not exist"),
         ));
     }
-    let existing = match row.try_get::<Option<String>, _>(2)? {
+    let existing = match row.try_get::<Option<String>>(2)? {
         None => None,
         Some(registration_id) => {
             let status: String = row.try_get(4)?;
@@ -460,7 +481,7 @@ async fn register_in(
         .filter(|d| request.user_id.is_none_or(|user| user == d.user_id))
     {
         let change = if device.status == DeviceStatus::Invalid {
-            sqlx::query(
+            query(
                 "UPDATE devices SET status = 'ACTIVE', invalidated_at = NULL, last_error = NULL \
                  WHERE account_sid = $1 AND app_name = $2 AND provider = $3 AND token_hash = $4",
             )
@@ -468,7 +489,7 @@ async fn register_in(
             .bind(app)
             .bind(provider)
             .bind(&hash)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
             touch_registration(conn, &device.registration_id, now).await?;
             RegisterChange::Reactivated
@@ -486,28 +507,28 @@ async fn register_in(
     let (user_id, registration_id, mut change) = match request.user_id {
         None => {
             let user_id = ids::new_type_id(ids::USER);
-            sqlx::query(
+            query(
                 "INSERT INTO users (id, account_sid, created_at, updated_at) \
                  VALUES ($1, $2, $3, $3)",
             )
             .bind(&user_id)
             .bind(account_sid)
             .bind(now)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
             let registration_id =
                 insert_registration(conn, account_sid, app, &user_id, now).await?;
             (user_id, registration_id, RegisterChange::NewUser)
         }
         Some(user_id) => {
-            let found = sqlx::query(
+            let found = query(
                 "SELECT id FROM device_registrations \
                  WHERE account_sid = $1 AND user_id = $2 AND app_name = $3",
             )
             .bind(account_sid)
             .bind(user_id)
             .bind(app)
-            .fetch_optional(&mut *conn)
+            .fetch_optional(conn)
             .await?;
             let registration_id = match found {
                 Some(row) => {
@@ -524,7 +545,7 @@ async fn register_in(
     match existing {
         Some(previous) => {
             // Another user's device: it moves, as a device new to this registration.
-            sqlx::query(
+            query(
                 "UPDATE devices SET registration_id = $1, status = 'ACTIVE', \
                         invalidated_at = NULL, last_error = NULL, created_at = $2 \
                  WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6",
@@ -535,7 +556,7 @@ async fn register_in(
             .bind(app)
             .bind(provider)
             .bind(&hash)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
             let deleted = settle_registration(conn, &previous.registration_id, now).await?;
             change = RegisterChange::Moved {
@@ -544,7 +565,7 @@ async fn register_in(
             };
         }
         None => {
-            sqlx::query(
+            query(
                 "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
                                       registration_id, status, created_at) \
                  VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
@@ -556,7 +577,7 @@ async fn register_in(
             .bind(token)
             .bind(&registration_id)
             .bind(now)
-            .execute(&mut *conn)
+            .execute(conn)
             .await?;
         }
     }
@@ -568,11 +589,11 @@ async fn register_in(
 }
 
 async fn mark_invalid_in(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     device: &DeadDevice,
     now: i64,
 ) -> Result<Option<InvalidatedDevice>> {
-    let row = sqlx::query(
+    let row = query(
         "UPDATE devices SET status = 'INVALID', invalidated_at = $1, last_error = $2 \
          WHERE account_sid = $3 AND app_name = $4 AND provider = $5 AND token_hash = $6 \
            AND token = $7 AND status = 'ACTIVE' \
@@ -585,18 +606,17 @@ async fn mark_invalid_in(
     .bind(device.provider.as_str())
     .bind(token_hash(&device.token))
     .bind(&device.token)
-    .fetch_optional(&mut *conn)
+    .fetch_optional(conn)
     .await?;
     let Some(row) = row else { return Ok(None) };
     let registration_id: String = row.try_get(0)?;
-    let user_id: String = sqlx::query(
-        "UPDATE device_registrations SET updated_at = $1 WHERE id = $2 RETURNING user_id",
-    )
-    .bind(now)
-    .bind(&registration_id)
-    .fetch_one(&mut *conn)
-    .await?
-    .try_get(0)?;
+    let user_id: String =
+        query("UPDATE device_registrations SET updated_at = $1 WHERE id = $2 RETURNING user_id")
+            .bind(now)
+            .bind(&registration_id)
+            .fetch_one(conn)
+            .await?
+            .try_get(0)?;
     Ok(Some(InvalidatedDevice {
         account_sid: device.account_sid.clone(),
         app_name: device.app_name.as_str().to_owned(),
@@ -608,14 +628,14 @@ async fn mark_invalid_in(
 }
 
 async fn insert_registration(
-    conn: &mut AnyConnection,
+    conn: &mut Conn<'_>,
     account_sid: &str,
     app: &str,
     user_id: &str,
     now: i64,
 ) -> Result<String> {
     let id = ids::new_type_id(ids::DEVICE_REGISTRATION);
-    sqlx::query(
+    query(
         "INSERT INTO device_registrations (id, account_sid, app_name, user_id, created_at, updated_at) \
          VALUES ($1, $2, $3, $4, $5, $5)",
     )
@@ -624,31 +644,30 @@ async fn insert_registration(
     .bind(app)
     .bind(user_id)
     .bind(now)
-    .execute(&mut *conn)
+    .execute(conn)
     .await?;
     Ok(id)
 }
 
-async fn touch_registration(conn: &mut AnyConnection, id: &str, now: i64) -> Result<()> {
-    sqlx::query("UPDATE device_registrations SET updated_at = $1 WHERE id = $2")
+async fn touch_registration(conn: &mut Conn<'_>, id: &str, now: i64) -> Result<()> {
+    query("UPDATE device_registrations SET updated_at = $1 WHERE id = $2")
         .bind(now)
         .bind(id)
-        .execute(&mut *conn)
+        .execute(conn)
         .await?;
     Ok(())
 }
 
 /// After a device left registration `id`: deletes it when it has no device left (returns `true`),
 /// else bumps its `updated_at`.
-async fn settle_registration(conn: &mut AnyConnection, id: &str, now: i64) -> Result<bool> {
-    let deleted = sqlx::query(
+async fn settle_registration(conn: &mut Conn<'_>, id: &str, now: i64) -> Result<bool> {
+    let deleted = query(
         "DELETE FROM device_registrations WHERE id = $1 \
          AND NOT EXISTS (SELECT 1 FROM devices WHERE registration_id = $1)",
     )
     .bind(id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
+    .execute(conn)
+    .await?;
     if deleted == 0 {
         touch_registration(conn, id, now).await?;
     }
@@ -691,7 +710,13 @@ impl DeviceStore for SqlStore {
                 .await;
         }
         write_tx!(self, |tx| {
-            register_in(&mut tx, self.backend(), account_sid, request).await?
+            register_in(
+                &mut Conn::Sqlx(&mut tx),
+                self.backend(),
+                account_sid,
+                request,
+            )
+            .await?
         })
     }
 
@@ -803,8 +828,12 @@ impl DeviceStore for SqlStore {
                 DeviceRemoval::NoSuchDevice
             } else {
                 DeviceRemoval::Removed {
-                    registration_deleted: settle_registration(&mut tx, registration_id, now_ms())
-                        .await?,
+                    registration_deleted: settle_registration(
+                        &mut Conn::Sqlx(&mut tx),
+                        registration_id,
+                        now_ms(),
+                    )
+                    .await?,
                 }
             }
         })
@@ -904,7 +933,7 @@ impl DeviceStore for SqlStore {
             let now = now_ms();
             let mut invalidated = Vec::new();
             for device in &ordered {
-                if let Some(done) = mark_invalid_in(&mut tx, device, now).await? {
+                if let Some(done) = mark_invalid_in(&mut Conn::Sqlx(&mut tx), device, now).await? {
                     invalidated.push(done);
                 }
             }

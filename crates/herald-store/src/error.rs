@@ -21,6 +21,9 @@ pub enum StoreError {
     Decrypt,
     #[error("database: {0}")]
     Database(#[from] sqlx::Error),
+    /// An error of the group commit's own SQLite connection (see `group_commit.rs`).
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("migration: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }

@@ -27,6 +27,7 @@ use herald_core::time::{format_rfc3339, now_ms};
 use serde_json::{Value, json};
 use sqlx::Row;
 
+use crate::sql::{Conn, query};
 use crate::{Backend, Result, SqlStore, StoreError};
 
 /// The CloudEvents `type` values Herald emits.
@@ -281,6 +282,11 @@ pub trait EventStore {
 /// and now as its `time`. Returns how many were recorded. One `SELECT` when no account of the
 /// batch subscribes; otherwise batched `INSERT ... SELECT ... WHERE EXISTS`.
 pub async fn insert_events(conn: &mut sqlx::AnyConnection, events: &[NewEvent]) -> Result<u64> {
+    insert_events_on(&mut Conn::Sqlx(conn), events).await
+}
+
+/// [`insert_events`] on either kind of connection (the group commit's own, on SQLite).
+pub(crate) async fn insert_events_on(conn: &mut Conn<'_>, events: &[NewEvent]) -> Result<u64> {
     if events.is_empty() {
         return Ok(0);
     }
@@ -296,12 +302,12 @@ pub async fn insert_events(conn: &mut sqlx::AnyConnection, events: &[NewEvent]) 
             "SELECT account_sid FROM event_subscriptions WHERE account_sid IN ({})",
             placeholders(1, chunk.len())
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = query(&sql);
         for account in chunk {
             query = query.bind(*account);
         }
-        for row in query.fetch_all(&mut *conn).await? {
-            subscribed.insert(row.get::<String, _>(0));
+        for row in query.fetch_all(conn).await? {
+            subscribed.insert(row.try_get::<String>(0)?);
         }
     }
     if subscribed.is_empty() {
@@ -331,7 +337,7 @@ pub async fn insert_events(conn: &mut sqlx::AnyConnection, events: &[NewEvent]) 
              FROM (VALUES {values}) AS v \
              WHERE EXISTS (SELECT 1 FROM event_subscriptions s WHERE s.account_sid = v.column2)"
         );
-        let mut query = sqlx::query(&sql);
+        let mut query = query(&sql);
         for (id, event) in chunk {
             query = query
                 .bind(id.as_str())
@@ -339,7 +345,7 @@ pub async fn insert_events(conn: &mut sqlx::AnyConnection, events: &[NewEvent]) 
                 .bind(event.event_type.as_ref())
                 .bind(event.cloud_event(id, now).to_string());
         }
-        inserted += query.bind(now).execute(&mut *conn).await?.rows_affected();
+        inserted += query.bind(now).execute(conn).await?;
     }
     Ok(inserted)
 }

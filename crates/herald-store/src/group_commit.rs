@@ -3,24 +3,34 @@
 //! SQLite has one writer, and with `synchronous = FULL` every commit waits for the disk (about a
 //! quarter of a millisecond here). Sixty-four clients each sending one small write would spend the
 //! writer's whole time waiting on fsync. So the hot writes (accepting a send, registering a
-//! device, and the delivery engine's plan, claim and outcome transactions) go to one task that
+//! device, and the delivery engine's plan, claim and outcome transactions) go to one thread that
 //! takes every write waiting in its queue, runs them in one shared transaction, commits once, and
 //! only then answers the callers. A failed commit fails every write of the batch: nothing is
 //! answered as stored before it is on disk.
 //!
+//! The thread has a SQLite connection of its own (`rusqlite`) and runs the statements itself
+//! ([`Conn::Sqlite`]): through sqlx, each statement was a hand-off to sqlx's worker thread and
+//! back, most of a send's CPU. The store's other writes use sqlx's single writer connection; the
+//! thread holds that connection while its transaction is open, so the two never wait on each
+//! other's locks inside SQLite (whose busy handler sleeps in steps of milliseconds).
+//!
 //! A write that fails must leave nothing behind, and its neighbours must not notice. Giving each
-//! write a `SAVEPOINT` costs a round trip to SQLite's worker thread per write (a third of a
-//! registration's), so the batch first runs without savepoints; only when a write fails is the
-//! whole transaction rolled back and the batch run again with a savepoint per write, the failing
-//! one rolling back to its own. Writes are therefore closures that can run twice (they clone what
-//! they need on each run); their first run's results are dropped unanswered.
+//! write a `SAVEPOINT` costs a statement per write, so the batch first runs without savepoints;
+//! only when a write fails is the whole transaction rolled back and the batch run again with a
+//! savepoint per write, the failing one rolling back to its own. Writes are therefore closures
+//! that can run twice (they clone what they need on each run); their first run's results are
+//! dropped unanswered.
 //!
 //! PostgreSQL does not use this: it has many writers and groups concurrent commits itself.
 
+use std::path::Path;
+use std::sync::Mutex;
+
 use futures::future::BoxFuture;
-use sqlx::{AnyConnection, AnyPool, Connection};
+use sqlx::AnyPool;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::sql::Conn;
 use crate::{Result, StoreError};
 
 /// The most writes one transaction takes (bounds the time the first caller waits).
@@ -30,7 +40,7 @@ const MAX_BATCH: usize = 256;
 /// answers its caller once.
 trait Pending: Send {
     /// Runs the write; `false` when it failed.
-    fn run<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, bool>;
+    fn run<'c>(&'c mut self, conn: &'c mut Conn<'c>) -> BoxFuture<'c, bool>;
     /// Answers with the last run's result, or with the commit's error when the batch failed.
     fn answer(self: Box<Self>, commit_error: Option<&StoreError>);
 }
@@ -46,9 +56,9 @@ struct Queued<T, F> {
 impl<T, F> Pending for Queued<T, F>
 where
     T: Send + 'static,
-    F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+    F: for<'c> Fn(&'c mut Conn<'c>) -> BoxFuture<'c, Result<T>> + Send + 'static,
 {
-    fn run<'c>(&'c mut self, conn: &'c mut AnyConnection) -> BoxFuture<'c, bool> {
+    fn run<'c>(&'c mut self, conn: &'c mut Conn<'c>) -> BoxFuture<'c, bool> {
         Box::pin(async move {
             let result = (self.write)(conn).await;
             let ok = result.is_ok();
@@ -74,25 +84,27 @@ pub(crate) struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the task that writes through `writer` (a pool; the task takes its connection per
-    /// batch, so other writers interleave between batches).
+    /// Opens the group commit's own connection to the SQLite database at `path` and starts the
+    /// thread that writes through it. `writer` is the store's sqlx writer pool (one connection):
+    /// the thread holds its connection during each batch, so other writes wait their turn there.
     ///
-    /// The task has a thread of its own, driven by [`spinning_block_on`]: every statement is a
-    /// round trip to sqlx's SQLite worker thread, and a thread that sleeps between them pays a
-    /// wake-up (tens of µs here) per statement. On the shared runtime the task also waited behind
-    /// HTTP/2 and request tasks. Timers and the tasks sqlx spawns (returning a connection to the
-    /// pool) go to the runtime that opened the store.
-    pub(crate) fn start(writer: AnyPool) -> Self {
+    /// The thread is driven by [`spinning_block_on`]: a batch's writes usually come from tasks
+    /// woken by the previous batch's answers, within microseconds, and a thread that sleeps
+    /// between batches pays a wake-up (tens of µs here) each time. Timers and the tasks sqlx
+    /// spawns (returning the writer connection to its pool) go to the runtime that opened the
+    /// store.
+    pub(crate) fn start(writer: AnyPool, path: &Path) -> Result<Self> {
+        let conn = crate::sqlite::open_group_commit_connection(path)?;
         let (queue, jobs) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("herald-group-commit".into())
             .spawn(move || {
                 let _context = runtime.enter();
-                spinning_block_on(run(writer, jobs));
+                spinning_block_on(run(writer, Mutex::new(conn), jobs));
             })
-            .expect("a thread for the group commit");
-        Self { queue }
+            .map_err(|e| StoreError::Config(format!("cannot start the group commit: {e}")))?;
+        Ok(Self { queue })
     }
 
     /// Runs `write` inside the next batch's transaction and returns its result once the batch is
@@ -100,7 +112,7 @@ impl GroupCommit {
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> Fn(&'c mut AnyConnection) -> BoxFuture<'c, Result<T>> + Send + 'static,
+        F: for<'c> Fn(&'c mut Conn<'c>) -> BoxFuture<'c, Result<T>> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel::<Result<T>>();
         let job: Job = Box::new(Queued {
@@ -174,10 +186,17 @@ fn spinning_block_on<F: std::future::Future>(future: F) -> F::Output {
     }
 }
 
-async fn run(writer: AnyPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
+async fn run(
+    writer: AnyPool,
+    conn: Mutex<rusqlite::Connection>,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = write_batch(&writer, &mut batch).await;
+        let committed = match writer.acquire().await {
+            Ok(_turn) => write_batch(&conn, &mut batch).await,
+            Err(error) => Err(error.into()),
+        };
         if let Err(error) = &committed {
             tracing::warn!(%error, writes = batch.len(), "group commit failed");
         }
@@ -191,40 +210,49 @@ async fn run(writer: AnyPool, mut jobs: mpsc::UnboundedReceiver<Job>) {
 /// Runs `batch` in one transaction and commits it: first without savepoints; when a write fails,
 /// the transaction is rolled back and the batch runs again with a savepoint per write. The jobs
 /// keep their results, answered by the caller.
-async fn write_batch(writer: &AnyPool, batch: &mut [Job]) -> Result<()> {
+async fn write_batch(conn: &Mutex<rusqlite::Connection>, batch: &mut [Job]) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut conn = writer.acquire().await?;
+    // Statements without arguments or rows; the lock is never contended (one thread).
+    let run = |sql: &str| -> Result<()> {
+        let conn = conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(conn.execute_batch(sql)?)
+    };
     let mut savepoints = false;
     loop {
-        let mut tx = conn.begin().await?;
+        // IMMEDIATE: the write lock is taken now, so no statement of the batch can meet a
+        // reader's lock upgrade half-way (SQLite answers that with SQLITE_BUSY, no retry).
+        run("BEGIN IMMEDIATE")?;
         let mut failed = false;
         for (i, job) in batch.iter_mut().enumerate() {
             if savepoints {
-                let start = if i == 0 {
+                run(if i == 0 {
                     "SAVEPOINT one_write"
                 } else {
-                    // The previous savepoint is released in the same round trip.
                     "RELEASE one_write; SAVEPOINT one_write"
-                };
-                sqlx::query(start).execute(&mut *tx).await?;
+                })?;
             }
-            if !job.run(&mut tx).await {
+            let mut write_conn = Conn::Sqlite(conn);
+            if !job.run(&mut write_conn).await {
                 if !savepoints {
                     failed = true;
                     break;
                 }
-                sqlx::query("ROLLBACK TO one_write")
-                    .execute(&mut *tx)
-                    .await?;
+                run("ROLLBACK TO one_write")?;
             }
         }
         if failed {
-            tx.rollback().await?;
+            run("ROLLBACK")?;
             savepoints = true;
             continue;
         }
         let executed = started.elapsed();
-        tx.commit().await?;
+        if let Err(error) = run("COMMIT") {
+            // A failed COMMIT can leave the transaction open; the next batch must start clean.
+            let _ = run("ROLLBACK");
+            return Err(error);
+        }
         tracing::debug!(
             writes = batch.len(),
             savepoints,
@@ -253,22 +281,23 @@ mod tests {
     async fn a_failed_write_rolls_back_alone() {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}?mode=rwc", dir.path().join("g.db").display());
+        let path = dir.path().join("g.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
         let writer = crate::pool_options(1).connect(&url).await.unwrap();
         sqlx::query("CREATE TABLE t (x BIGINT PRIMARY KEY)")
             .execute(&writer)
             .await
             .unwrap();
-        let group = GroupCommit::start(writer.clone());
+        let group = GroupCommit::start(writer.clone(), &path).unwrap();
         let writes = (0..40i64).map(|i| {
             let group = group.clone();
             tokio::spawn(async move {
                 group
                     .write(move |conn| {
                         Box::pin(async move {
-                            sqlx::query("INSERT INTO t (x) VALUES ($1)")
+                            crate::sql::query("INSERT INTO t (x) VALUES ($1)")
                                 .bind(i)
-                                .execute(&mut *conn)
+                                .execute(conn)
                                 .await?;
                             if i % 2 == 1 {
                                 return Err(StoreError::invalid("x", "odd"));

@@ -22,6 +22,7 @@ mod group_commit;
 pub mod page;
 mod postgres;
 mod secret_box;
+mod sql;
 mod sqlite;
 pub mod testing;
 pub mod users;
@@ -129,13 +130,14 @@ impl SqlStore {
         limits: StoreLimits,
     ) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let (backend, reader, writer) =
+        let (backend, reader, writer, group_commit) =
             if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
                 let pool = postgres::connect(database_url).await?;
-                (Backend::Postgres, pool.clone(), pool)
+                (Backend::Postgres, pool.clone(), pool, None)
             } else if database_url.starts_with("sqlite:") {
-                let (reader, writer) = sqlite::connect(database_url).await?;
-                (Backend::Sqlite, reader, writer)
+                let (reader, writer, path) = sqlite::connect(database_url).await?;
+                let group_commit = GroupCommit::start(writer.clone(), &path)?;
+                (Backend::Sqlite, reader, writer, Some(group_commit))
             } else {
                 return Err(StoreError::Config(format!(
                     "database URL must start with sqlite: or postgres: (got {})",
@@ -146,8 +148,7 @@ impl SqlStore {
             inner: Arc::new(Inner {
                 backend,
                 reader,
-                group_commit: (backend == Backend::Sqlite)
-                    .then(|| GroupCommit::start(writer.clone())),
+                group_commit,
                 writer,
                 secrets: SecretBox::new(master_key),
                 limits,
@@ -181,7 +182,7 @@ impl SqlStore {
     pub(crate) async fn write<T, F>(&self, write: F) -> Result<T>
     where
         T: Send + 'static,
-        F: for<'c> Fn(&'c mut sqlx::AnyConnection) -> futures::future::BoxFuture<'c, Result<T>>
+        F: for<'c> Fn(&'c mut sql::Conn<'c>) -> futures::future::BoxFuture<'c, Result<T>>
             + Send
             + 'static,
     {
@@ -189,7 +190,8 @@ impl SqlStore {
             return group.write(write).await;
         }
         let mut tx = self.writer().begin().await?;
-        match write(&mut tx).await {
+        let result = write(&mut sql::Conn::Sqlx(&mut tx)).await;
+        match result {
             Ok(value) => {
                 tx.commit().await?;
                 Ok(value)

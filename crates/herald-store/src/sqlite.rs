@@ -1,7 +1,9 @@
 //! SQLite specifics: one file in WAL mode with `synchronous=FULL` (a commit is on disk before we
-//! answer), a single writer connection and a few readers, and WAL checkpoints run by a reader
-//! connection in the background rather than by the writer's commits.
+//! answer), a single sqlx writer connection, the group commit's own connection, a few readers,
+//! and WAL checkpoints run by a reader connection in the background rather than by the writers'
+//! commits.
 
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use sqlx::any::AnyConnectOptions;
@@ -11,7 +13,17 @@ use crate::{Result, StoreError, pool_options};
 
 const READERS: u32 = 8;
 
-pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool)> {
+/// Every connection's settings. `busy_timeout` only matters between the two writers when one of
+/// them is outside the group commit's turn-taking (see [`crate::group_commit`]), and for
+/// checkpoints.
+const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
+     PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; \
+     PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864; \
+     PRAGMA foreign_keys = ON;";
+
+/// Opens the database at `url`, runs the migrations, and returns the reader pool, the writer
+/// pool and the database file's path (for the group commit's own connection).
+pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool, PathBuf)> {
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
@@ -34,27 +46,37 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool)> {
         _meta: sqlx::pool::PoolConnectionMetadata,
     ) -> futures::future::BoxFuture<'c, std::result::Result<(), sqlx::Error>> {
         Box::pin(async move {
-            conn.execute(
-                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 10000; \
-                 PRAGMA temp_store = MEMORY; \
-                 PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864; \
-                 PRAGMA foreign_keys = ON;",
-            )
-            .await?;
+            conn.execute(PRAGMAS).await?;
             Ok(())
         })
     }
+    // A ping before each acquire (sqlx's default, for network databases) would cost a round trip
+    // to the connection's worker thread on every read and every group-commit batch.
     let writer = pool_options(1)
+        .test_before_acquire(false)
         .after_connect(setup)
         .connect_with(options.clone())
         .await?;
     sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
     let reader = pool_options(READERS)
+        .test_before_acquire(false)
         .after_connect(setup)
         .connect_with(options)
         .await?;
     tokio::spawn(checkpoint_in_background(reader.clone()));
-    Ok((reader, writer))
+    Ok((reader, writer, PathBuf::from(path)))
+}
+
+/// The group commit's own connection to the (migrated) database at `path`, with the settings of
+/// the others and room in its statement cache for every hot statement.
+pub(crate) fn open_group_commit_connection(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.execute_batch(PRAGMAS)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    Ok(conn)
 }
 
 /// How often the background checkpoint runs.
@@ -96,7 +118,7 @@ mod tests {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.db");
-        let (reader, writer) = super::connect(&format!("sqlite://{}", path.display()))
+        let (reader, writer, _) = super::connect(&format!("sqlite://{}", path.display()))
             .await
             .unwrap();
         let db_size = || std::fs::metadata(&path).unwrap().len();

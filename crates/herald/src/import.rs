@@ -428,7 +428,9 @@ pub async fn run(args: ImportDevicesArgs) -> anyhow::Result<i32> {
                     let mut attempt = 0u32;
                     let result = loop {
                         match store.register_device(&account, &request).await {
-                            Err(StoreError::Database(e)) if attempt < 5 => {
+                            Err(e @ (StoreError::Database(_) | StoreError::Sqlite(_)))
+                                if attempt < 5 =>
+                            {
                                 attempt += 1;
                                 tracing::debug!(line = line.number, error = %e, "retrying");
                                 tokio::time::sleep(std::time::Duration::from_millis(50 << attempt))

@@ -1,0 +1,258 @@
+//! The statements of write transactions, run on either of two kinds of connection.
+//!
+//! On PostgreSQL (and on SQLite outside the group commit) a statement goes through sqlx. On
+//! SQLite the group commit runs its transactions on a connection of its own, opened with
+//! `rusqlite` on its own thread ([`crate::group_commit`]): there a statement is a function call.
+//! Through sqlx every SQLite statement is a hand-off to sqlx's worker thread and back, and those
+//! hand-offs, not SQLite, were most of the CPU of a send (see BENCHMARKS.md).
+//!
+//! [`query`] mirrors `sqlx::query` (`$N` parameters, `bind`, `execute`, `fetch_*`), so one body
+//! of SQL and code serves both. One statement per query: SQLite's connection would silently
+//! ignore a second one, so such text is refused.
+
+use std::borrow::Cow;
+use std::sync::Mutex;
+
+use sqlx::any::AnyRow;
+use sqlx::{AnyConnection, Row as _};
+
+use crate::{Result, StoreError};
+
+/// Where a write transaction's statements run.
+pub(crate) enum Conn<'c> {
+    /// A sqlx connection (inside the caller's transaction).
+    Sqlx(&'c mut AnyConnection),
+    /// The group commit's own SQLite connection, used only on the group commit's thread (the
+    /// mutex is never contended; it makes the reference shareable with `Send` futures).
+    Sqlite(&'c Mutex<rusqlite::Connection>),
+}
+
+impl<'c> From<&'c mut AnyConnection> for Conn<'c> {
+    fn from(conn: &'c mut AnyConnection) -> Self {
+        Conn::Sqlx(conn)
+    }
+}
+
+/// A bound argument. The database has integers and text only (booleans are 0/1, times epoch
+/// milliseconds); a NULL keeps its type, which PostgreSQL needs.
+#[derive(Debug)]
+pub(crate) enum Arg<'q> {
+    Int(Option<i64>),
+    Text(Option<Cow<'q, str>>),
+}
+
+/// What [`Query::bind`] takes.
+pub(crate) trait Bind<'q> {
+    fn into_arg(self) -> Arg<'q>;
+}
+
+impl<'q> Bind<'q> for i64 {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Int(Some(self))
+    }
+}
+impl<'q> Bind<'q> for Option<i64> {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Int(self)
+    }
+}
+impl<'q> Bind<'q> for &'q str {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(Some(Cow::Borrowed(self)))
+    }
+}
+impl<'q> Bind<'q> for &'q String {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(Some(Cow::Borrowed(self)))
+    }
+}
+impl<'q> Bind<'q> for String {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(Some(Cow::Owned(self)))
+    }
+}
+impl<'q> Bind<'q> for Option<&'q str> {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(self.map(Cow::Borrowed))
+    }
+}
+impl<'q> Bind<'q> for Option<String> {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(self.map(Cow::Owned))
+    }
+}
+
+/// A statement with its arguments, like `sqlx::query`.
+#[must_use = "a query does nothing until it is executed"]
+pub(crate) struct Query<'q> {
+    sql: &'q str,
+    args: Vec<Arg<'q>>,
+}
+
+/// A statement to run with [`Query::execute`] or a `fetch_*`.
+pub(crate) fn query(sql: &str) -> Query<'_> {
+    Query {
+        sql,
+        args: Vec::new(),
+    }
+}
+
+/// A row returned by a statement.
+pub(crate) enum Row {
+    Sqlx(AnyRow),
+    Sqlite(Vec<rusqlite::types::Value>),
+}
+
+impl From<AnyRow> for Row {
+    fn from(row: AnyRow) -> Self {
+        Row::Sqlx(row)
+    }
+}
+
+/// A type a column decodes into, on either connection.
+pub(crate) trait Column:
+    Sized + for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + rusqlite::types::FromSql
+{
+}
+impl<T> Column for T where
+    T: Sized
+        + for<'r> sqlx::Decode<'r, sqlx::Any>
+        + sqlx::Type<sqlx::Any>
+        + rusqlite::types::FromSql
+{
+}
+
+impl Row {
+    /// The column at `index`, like sqlx's `Row::try_get`.
+    pub(crate) fn try_get<T: Column>(&self, index: usize) -> Result<T> {
+        match self {
+            Row::Sqlx(row) => Ok(row.try_get(index)?),
+            Row::Sqlite(values) => {
+                let value = values.get(index).ok_or_else(|| {
+                    StoreError::Database(sqlx::Error::ColumnIndexOutOfBounds {
+                        index,
+                        len: values.len(),
+                    })
+                })?;
+                T::column_result(value.into()).map_err(|error| {
+                    StoreError::Database(sqlx::Error::ColumnDecode {
+                        index: index.to_string(),
+                        source: Box::new(error),
+                    })
+                })
+            }
+        }
+    }
+}
+
+impl<'q> Query<'q> {
+    pub(crate) fn bind<T: Bind<'q>>(mut self, value: T) -> Self {
+        self.args.push(value.into_arg());
+        self
+    }
+
+    /// Runs the statement; returns how many rows it changed.
+    pub(crate) async fn execute(self, conn: &mut Conn<'_>) -> Result<u64> {
+        match conn {
+            Conn::Sqlx(conn) => Ok(self.into_sqlx().execute(&mut **conn).await?.rows_affected()),
+            Conn::Sqlite(conn) => {
+                let conn = lock(conn);
+                let mut statement = self.prepare(&conn)?;
+                let mut rows = statement.raw_query();
+                while rows.next()?.is_some() {}
+                Ok(conn.changes())
+            }
+        }
+    }
+
+    pub(crate) async fn fetch_all(self, conn: &mut Conn<'_>) -> Result<Vec<Row>> {
+        match conn {
+            Conn::Sqlx(conn) => Ok(self
+                .into_sqlx()
+                .fetch_all(&mut **conn)
+                .await?
+                .into_iter()
+                .map(Row::Sqlx)
+                .collect()),
+            Conn::Sqlite(conn) => {
+                let conn = lock(conn);
+                let mut statement = self.prepare(&conn)?;
+                let columns = statement.column_count();
+                let mut rows = statement.raw_query();
+                let mut all = Vec::new();
+                while let Some(row) = rows.next()? {
+                    let values = (0..columns)
+                        .map(|i| row.get_ref(i).map(rusqlite::types::Value::from))
+                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                    all.push(Row::Sqlite(values));
+                }
+                Ok(all)
+            }
+        }
+    }
+
+    pub(crate) async fn fetch_optional(self, conn: &mut Conn<'_>) -> Result<Option<Row>> {
+        // Every caller's statement returns at most one row (a key lookup or a LIMIT 1).
+        Ok(self.fetch_all(conn).await?.into_iter().next())
+    }
+
+    pub(crate) async fn fetch_one(self, conn: &mut Conn<'_>) -> Result<Row> {
+        self.fetch_optional(conn)
+            .await?
+            .ok_or(StoreError::Database(sqlx::Error::RowNotFound))
+    }
+
+    fn into_sqlx(self) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        let mut query = sqlx::query(self.sql);
+        for arg in self.args {
+            query = match arg {
+                Arg::Int(value) => query.bind(value),
+                Arg::Text(None) => query.bind(None::<&str>),
+                Arg::Text(Some(Cow::Borrowed(text))) => query.bind(text),
+                Arg::Text(Some(Cow::Owned(text))) => query.bind(text),
+            };
+        }
+        query
+    }
+
+    /// The cached prepared statement with the arguments bound: `$N` takes the N-th argument,
+    /// as sqlx binds them (SQLite itself numbers named parameters by first appearance).
+    fn prepare<'c>(&self, conn: &'c rusqlite::Connection) -> Result<rusqlite::CachedStatement<'c>> {
+        if self.sql.trim_end().trim_end_matches(';').contains(';') {
+            return Err(StoreError::Config(format!(
+                "one statement per query on SQLite: {}",
+                self.sql
+            )));
+        }
+        let mut statement = conn.prepare_cached(self.sql)?;
+        for index in 1..=statement.parameter_count() {
+            let position = match statement.parameter_name(index) {
+                Some(name) => name
+                    .strip_prefix('$')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| {
+                        StoreError::Config(format!("parameter {name} is not $N: {}", self.sql))
+                    })?,
+                None => index,
+            };
+            let arg = self.args.get(position - 1).ok_or_else(|| {
+                StoreError::Config(format!(
+                    "${position} has no argument ({} bound): {}",
+                    self.args.len(),
+                    self.sql
+                ))
+            })?;
+            match arg {
+                Arg::Int(value) => statement.raw_bind_parameter(index, value)?,
+                Arg::Text(value) => statement.raw_bind_parameter(index, value.as_deref())?,
+            }
+        }
+        Ok(statement)
+    }
+}
+
+/// The group commit's connection (never contended; see [`Conn::Sqlite`]).
+fn lock(conn: &Mutex<rusqlite::Connection>) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
+    conn.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
