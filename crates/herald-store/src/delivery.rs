@@ -545,8 +545,8 @@ impl StatDeltas {
 
     /// Applies the deltas; an operation that gains QUEUED rows moves SCHEDULED → PROCESSING
     /// (an `operation.processing` event in `events`). One statement per kind of change for all
-    /// the operations (each statement is a round trip to SQLite's worker thread or to
-    /// PostgreSQL); on PostgreSQL several are first locked in id order.
+    /// the operations (on PostgreSQL each statement is a round trip); on PostgreSQL several are
+    /// first locked in id order.
     async fn apply(
         &self,
         conn: &mut Conn<'_>,
@@ -1312,8 +1312,8 @@ impl SqlStore {
             // is implied by the claim token (only QUEUED rows ever hold one) and left out: on a
             // fresh PostgreSQL table without statistics it would steer the planner to scan the
             // whole partial queue index. When the rows belong to one operation, SQLite takes the
-            // row count as the delta and returns no rows (each returned row is a hand-off between
-            // threads there); otherwise the rows say their operation.
+            // row count as the delta and returns no rows (none to decode); otherwise the rows say
+            // their operation.
             let one_operation = sent.iter().all(|(_, op, _)| *op == sent[0].1);
             let counted = one_operation && self.backend() == Backend::Sqlite;
             let sql = format!(

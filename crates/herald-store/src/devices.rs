@@ -424,8 +424,8 @@ async fn register_in(
         }
     }
 
-    // One round trip for the three checks (on SQLite every statement is a hand-off to the
-    // writer's thread): does the app exist, does the named user exist, and who has the device.
+    // One statement (on PostgreSQL, one round trip) for the three checks: does the app exist,
+    // does the named user exist, and who has the device.
     let row = query(
         "SELECT \
            CAST(CASE WHEN EXISTS (SELECT 1 FROM apps WHERE account_sid = $1 AND name = $2) \
