@@ -32,7 +32,7 @@ use serde_json::Value;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use crate::sql::{Conn, Query, Row, query};
+use crate::sql::{Conn, Query, Row, execute_per_row, query};
 
 use crate::events::{NewEvent, insert_events_on, types};
 use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
@@ -951,6 +951,16 @@ async fn insert_operation(
     Ok(())
 }
 
+/// One notification row, as the planner writes it on the group commit's SQLite connection.
+const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, account_sid, operation_id, \
+     recipient_index, provider, token, credential_id, app_name, user_id, status, priority, tags, \
+     tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)";
+
+/// A sent row, as an outcome write marks it on the group commit's SQLite connection.
+const MARK_SENT: &str = "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+     claim_token = NULL, error = NULL WHERE id = $2 AND operation_id = $3 AND claim_token = $4";
+
 /// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
 impl SqlStore {
     async fn write_plan_batch_in(
@@ -1028,48 +1038,79 @@ impl SqlStore {
                 .iter()
                 .map(|_| ids::new_type_id(ids::PUSH_NOTIFICATION))
                 .collect();
-            // $1..$11 are shared by every row; $12 is the rows, one JSON array each:
-            // [id, recipient_index, provider, token, credential_id, app_name, user_id].
-            let rows: Vec<_> = batch
-                .notifications
-                .iter()
-                .zip(&ids)
-                .map(|(n, id)| {
-                    (
-                        id.as_str(),
-                        n.recipient_index,
-                        n.provider.as_str(),
-                        n.token.as_str(),
-                        n.credential_id.as_str(),
-                        n.app_name.as_deref(),
-                        n.user_id.as_deref(),
-                    )
-                })
-                .collect();
-            let sql = format!(
-                "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
-                 provider, token, credential_id, app_name, user_id, status, priority, tags, \
-                 tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
-                 SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
-                 value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
-                 $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
-                json_values(self.backend(), 12)
-            );
-            query(&sql)
-                .bind(account_sid.as_str())
-                .bind(batch.operation_id.as_str())
-                .bind(status)
-                .bind(batch.priority.as_str())
-                .bind(tags.as_str())
-                .bind(keys.as_str())
-                .bind(due_at)
-                .bind(batch.expires_at)
-                .bind(now)
-                .bind(claim_token)
-                .bind(attempts)
-                .bind(json_list(&rows))
-                .execute(&mut *tx)
-                .await?;
+            if tx.is_embedded() {
+                // One prepared INSERT per row (see `Conn::is_embedded`).
+                let rows: Vec<Query> = batch
+                    .notifications
+                    .iter()
+                    .zip(&ids)
+                    .map(|(n, id)| {
+                        query(INSERT_NOTIFICATION)
+                            .bind(id.as_str())
+                            .bind(account_sid.as_str())
+                            .bind(batch.operation_id.as_str())
+                            .bind(n.recipient_index)
+                            .bind(n.provider.as_str())
+                            .bind(n.token.as_str())
+                            .bind(n.credential_id.as_str())
+                            .bind(n.app_name.as_deref())
+                            .bind(n.user_id.as_deref())
+                            .bind(status)
+                            .bind(batch.priority.as_str())
+                            .bind(tags.as_str())
+                            .bind(keys.as_str())
+                            .bind(due_at)
+                            .bind(batch.expires_at)
+                            .bind(now)
+                            .bind(claim_token)
+                            .bind(attempts)
+                    })
+                    .collect();
+                execute_per_row(tx, INSERT_NOTIFICATION, rows).await?;
+            } else {
+                // $1..$11 are shared by every row; $12 is the rows, one JSON array each:
+                // [id, recipient_index, provider, token, credential_id, app_name, user_id].
+                let rows: Vec<_> = batch
+                    .notifications
+                    .iter()
+                    .zip(&ids)
+                    .map(|(n, id)| {
+                        (
+                            id.as_str(),
+                            n.recipient_index,
+                            n.provider.as_str(),
+                            n.token.as_str(),
+                            n.credential_id.as_str(),
+                            n.app_name.as_deref(),
+                            n.user_id.as_deref(),
+                        )
+                    })
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
+                     provider, token, credential_id, app_name, user_id, status, priority, tags, \
+                     tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
+                     SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
+                     value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
+                     $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
+                    json_values(self.backend(), 12)
+                );
+                query(&sql)
+                    .bind(account_sid.as_str())
+                    .bind(batch.operation_id.as_str())
+                    .bind(status)
+                    .bind(batch.priority.as_str())
+                    .bind(tags.as_str())
+                    .bind(keys.as_str())
+                    .bind(due_at)
+                    .bind(batch.expires_at)
+                    .bind(now)
+                    .bind(claim_token)
+                    .bind(attempts)
+                    .bind(json_list(&rows))
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if claimed {
                 claim.notifications = batch
                     .notifications
@@ -1308,37 +1349,43 @@ impl SqlStore {
             .map(|(token, o)| (o.id.as_str(), o.operation_id.as_str(), *token))
             .collect();
         if !sent.is_empty() {
-            // Rows are found by primary key from the (id, operation) list; `status = 'QUEUED'`
-            // is implied by the claim token (only QUEUED rows ever hold one) and left out: on a
-            // fresh PostgreSQL table without statistics it would steer the planner to scan the
-            // whole partial queue index. When the rows belong to one operation, SQLite takes the
-            // row count as the delta and returns no rows (none to decode); otherwise the rows say
-            // their operation.
-            let one_operation = sent.iter().all(|(_, op, _)| *op == sent[0].1);
-            let counted = one_operation && self.backend() == Backend::Sqlite;
-            let sql = format!(
-                "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-                 claim_token = NULL, error = NULL \
-                 FROM (SELECT value ->> 0 AS id, value ->> 1 AS op, value ->> 2 AS token \
-                 FROM {}) AS w \
-                 WHERE notifications.id = w.id AND notifications.operation_id = w.op \
-                 AND notifications.claim_token = w.token{}",
-                json_values(self.backend(), 2),
-                if counted {
-                    ""
-                } else {
-                    " RETURNING notifications.operation_id"
-                }
-            );
-            let query = query(&sql).bind(now).bind(json_list(&sent));
-            let moved = if counted {
-                let moved = query.execute(&mut *tx).await?;
-                if moved > 0 {
-                    deltas.add(sent[0].1, QUEUED, -(moved as i64));
-                    deltas.add(sent[0].1, SENT, moved as i64);
+            // Rows are found by primary key and operation; `status = 'QUEUED'` is implied by the
+            // claim token (only QUEUED rows ever hold one) and left out: on a fresh PostgreSQL
+            // table without statistics it would steer the planner to scan the whole partial
+            // queue index.
+            let moved = if tx.is_embedded() {
+                // One prepared UPDATE per row (see `Conn::is_embedded`).
+                // (Collected: a lazy iterator held across the await would not be `Send`.)
+                let rows: Vec<Query> = sent
+                    .iter()
+                    .map(|(id, op, token)| {
+                        query(MARK_SENT).bind(now).bind(*id).bind(*op).bind(*token)
+                    })
+                    .collect();
+                let changed = execute_per_row(tx, MARK_SENT, rows).await?;
+                let mut moved = 0;
+                for ((_, op, _), changed) in sent.iter().zip(changed) {
+                    if changed > 0 {
+                        deltas.add(op, QUEUED, -1);
+                        deltas.add(op, SENT, 1);
+                        moved += 1;
+                    }
                 }
                 moved
             } else {
+                // One UPDATE joining the JSON list of (id, operation, token); the rows say their
+                // operation.
+                let sql = format!(
+                    "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+                     claim_token = NULL, error = NULL \
+                     FROM (SELECT value ->> 0 AS id, value ->> 1 AS op, value ->> 2 AS token \
+                     FROM {}) AS w \
+                     WHERE notifications.id = w.id AND notifications.operation_id = w.op \
+                     AND notifications.claim_token = w.token \
+                     RETURNING notifications.operation_id",
+                    json_values(self.backend(), 2),
+                );
+                let query = query(&sql).bind(now).bind(json_list(&sent));
                 Self::count_moved(tx, query, &mut deltas, QUEUED, SENT)
                     .await?
                     .len() as u64

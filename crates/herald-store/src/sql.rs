@@ -27,6 +27,15 @@ pub(crate) enum Conn<'c> {
     Sqlite(&'c Mutex<rusqlite::Connection>),
 }
 
+impl Conn<'_> {
+    /// True on the group commit's own SQLite connection, where a statement is a function call:
+    /// there one prepared statement run per row costs less than building a JSON list of the rows
+    /// and having SQLite parse it (which PostgreSQL, a round trip away, still gets).
+    pub(crate) fn is_embedded(&self) -> bool {
+        matches!(self, Conn::Sqlite(_))
+    }
+}
+
 impl<'c> From<&'c mut AnyConnection> for Conn<'c> {
     fn from(conn: &'c mut AnyConnection) -> Self {
         Conn::Sqlx(conn)
@@ -215,26 +224,18 @@ impl<'q> Query<'q> {
         query
     }
 
-    /// The cached prepared statement with the arguments bound: `$N` takes the N-th argument,
-    /// as sqlx binds them (SQLite itself numbers named parameters by first appearance).
+    /// The cached prepared statement with the arguments bound.
     fn prepare<'c>(&self, conn: &'c rusqlite::Connection) -> Result<rusqlite::CachedStatement<'c>> {
-        if self.sql.trim_end().trim_end_matches(';').contains(';') {
-            return Err(StoreError::Config(format!(
-                "one statement per query on SQLite: {}",
-                self.sql
-            )));
-        }
-        let mut statement = conn.prepare_cached(self.sql)?;
-        for index in 1..=statement.parameter_count() {
-            let position = match statement.parameter_name(index) {
-                Some(name) => name
-                    .strip_prefix('$')
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .ok_or_else(|| {
-                        StoreError::Config(format!("parameter {name} is not $N: {}", self.sql))
-                    })?,
-                None => index,
-            };
+        let mut statement = prepare_one(conn, self.sql)?;
+        let positions = parameter_positions(&statement, self.sql)?;
+        self.bind_to(&mut statement, &positions)?;
+        Ok(statement)
+    }
+
+    /// Binds this query's arguments to `statement`, parameter `i + 1` taking argument
+    /// `positions[i]`.
+    fn bind_to(&self, statement: &mut rusqlite::Statement<'_>, positions: &[usize]) -> Result<()> {
+        for (i, position) in positions.iter().enumerate() {
             let arg = self.args.get(position - 1).ok_or_else(|| {
                 StoreError::Config(format!(
                     "${position} has no argument ({} bound): {}",
@@ -243,12 +244,74 @@ impl<'q> Query<'q> {
                 ))
             })?;
             match arg {
-                Arg::Int(value) => statement.raw_bind_parameter(index, value)?,
-                Arg::Text(value) => statement.raw_bind_parameter(index, value.as_deref())?,
+                Arg::Int(value) => statement.raw_bind_parameter(i + 1, value)?,
+                Arg::Text(value) => statement.raw_bind_parameter(i + 1, value.as_deref())?,
             }
         }
-        Ok(statement)
+        Ok(())
     }
+}
+
+/// Runs the same statement once per row (`rows` are [`query`]s of the same `sql`, each with
+/// its own arguments); returns how many rows each run changed. On the group commit's connection
+/// the statement is prepared and its parameters mapped once; elsewhere each row is a statement.
+pub(crate) async fn execute_per_row<'q>(
+    conn: &mut Conn<'_>,
+    sql: &'q str,
+    rows: impl IntoIterator<Item = Query<'q>>,
+) -> Result<Vec<u64>> {
+    let mut changed = Vec::new();
+    match conn {
+        Conn::Sqlx(_) => {
+            for row in rows {
+                changed.push(row.execute(conn).await?);
+            }
+        }
+        Conn::Sqlite(shared) => {
+            let locked = lock(shared);
+            let mut statement = prepare_one(&locked, sql)?;
+            let positions = parameter_positions(&statement, sql)?;
+            for row in rows {
+                debug_assert_eq!(row.sql, sql);
+                row.bind_to(&mut statement, &positions)?;
+                let mut stepped = statement.raw_query();
+                while stepped.next()?.is_some() {}
+                drop(stepped);
+                changed.push(locked.changes());
+            }
+        }
+    }
+    Ok(changed)
+}
+
+/// `sql` prepared (from the connection's cache); one statement only: SQLite would silently
+/// ignore a second.
+fn prepare_one<'c>(
+    conn: &'c rusqlite::Connection,
+    sql: &str,
+) -> Result<rusqlite::CachedStatement<'c>> {
+    if sql.trim_end().trim_end_matches(';').contains(';') {
+        return Err(StoreError::Config(format!(
+            "one statement per query on SQLite: {sql}"
+        )));
+    }
+    Ok(conn.prepare_cached(sql)?)
+}
+
+/// For each parameter of `statement` (1-based, in SQLite's order), the 1-based argument it
+/// takes: `$N` takes the N-th, as sqlx binds them (SQLite itself numbers named parameters by
+/// first appearance); a plain `?` takes the next.
+fn parameter_positions(statement: &rusqlite::Statement<'_>, sql: &str) -> Result<Vec<usize>> {
+    (1..=statement.parameter_count())
+        .map(|index| match statement.parameter_name(index) {
+            Some(name) => name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| StoreError::Config(format!("parameter {name} is not $N: {sql}"))),
+            None => Ok(index),
+        })
+        .collect()
 }
 
 /// The group commit's connection (never contended; see [`Conn::Sqlite`]).
