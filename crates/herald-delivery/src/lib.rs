@@ -79,7 +79,10 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            workers: 4,
+            // 8 rather than 4: while some batches wait for their outcome write (and its commit),
+            // the others keep the provider connections busy; fan-outs ran 10-15 % faster
+            // (BENCHMARKS.md, 2026-12-06).
+            workers: 8,
             claim_batch: 500,
             plan_batch: 1000,
             lease: Duration::from_secs(60),

@@ -113,9 +113,15 @@ fn code_class(code: &str) -> Option<Class> {
 /// Classifies an FCM HTTP v1 answer: HTTP `status`, response `body`, and its `Retry-After`.
 pub fn classify_fcm(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outcome {
     if (200..300).contains(&status) {
-        let name = serde_json::from_slice::<Value>(body)
+        // Only `name` is read: a typed parse skips the rest without building a `Value` tree
+        // (this runs for every notification sent).
+        #[derive(Deserialize)]
+        struct Sent {
+            name: Option<String>,
+        }
+        let name = serde_json::from_slice::<Sent>(body)
             .ok()
-            .and_then(|v| v.get("name").and_then(Value::as_str).map(str::to_string));
+            .and_then(|s| s.name);
         return Outcome::Delivered { provider_id: name };
     }
     let rpc = RpcStatus::parse(body);
