@@ -11,8 +11,9 @@
 //! The thread has a SQLite connection of its own (`rusqlite`) and runs the statements itself
 //! ([`Conn::Sqlite`]): through sqlx, each statement was a hand-off to sqlx's worker thread and
 //! back, most of a send's CPU. The store's other writes use sqlx's single writer connection; the
-//! thread holds that connection while its transaction is open, so the two never wait on each
-//! other's locks inside SQLite (whose busy handler sleeps in steps of milliseconds).
+//! thread holds that connection as its turn to write (for at most [`TURN`] at a time, and not
+//! while idle), so the two writers never wait on each other inside SQLite, whose busy handler
+//! sleeps in steps of milliseconds.
 //!
 //! A write that fails must leave nothing behind, and its neighbours must not notice. Giving each
 //! write a `SAVEPOINT` costs a statement per write, so the batch first runs without savepoints;
@@ -25,9 +26,11 @@
 
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use sqlx::AnyPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{Any, AnyPool};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::sql::Conn;
@@ -77,32 +80,31 @@ where
     }
 }
 
-/// The queue of the group-commit task. Cheap to clone.
+/// What the group-commit thread is sent.
+enum Message {
+    Write(Job),
+    /// Finish what was sent before, close the connection, then answer.
+    Close(oneshot::Sender<()>),
+}
+
+/// The queue of the group-commit thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Job>,
+    queue: mpsc::UnboundedSender<Message>,
 }
 
 impl GroupCommit {
     /// Opens the group commit's own connection to the SQLite database at `path` and starts the
-    /// thread that writes through it. `writer` is the store's sqlx writer pool (one connection):
-    /// the thread holds its connection during each batch, so other writes wait their turn there.
-    ///
-    /// The thread is driven by [`spinning_block_on`]: a batch's writes usually come from tasks
-    /// woken by the previous batch's answers, within microseconds, and a thread that sleeps
-    /// between batches pays a wake-up (tens of µs here) each time. Timers and the tasks sqlx
-    /// spawns (returning the writer connection to its pool) go to the runtime that opened the
-    /// store.
+    /// thread that writes through it. `writer` is the store's sqlx writer pool (one connection),
+    /// whose connection the thread holds as its turn to write. The thread runs its loop with the
+    /// runtime that opened the store (timers, and the tasks sqlx spawns).
     pub(crate) fn start(writer: AnyPool, path: &Path) -> Result<Self> {
         let conn = crate::sqlite::open_group_commit_connection(path)?;
-        let (queue, jobs) = mpsc::unbounded_channel();
+        let (queue, messages) = mpsc::unbounded_channel();
         let runtime = tokio::runtime::Handle::current();
         std::thread::Builder::new()
             .name("herald-group-commit".into())
-            .spawn(move || {
-                let _context = runtime.enter();
-                spinning_block_on(run(writer, Mutex::new(conn), jobs));
-            })
+            .spawn(move || runtime.block_on(run(writer, conn, messages)))
             .map_err(|e| StoreError::Config(format!("cannot start the group commit: {e}")))?;
         Ok(Self { queue })
     }
@@ -120,8 +122,19 @@ impl GroupCommit {
             result: None,
             answer,
         });
-        self.queue.send(job).map_err(|_| not_stored())?;
+        self.queue
+            .send(Message::Write(job))
+            .map_err(|_| not_stored())?;
         answered.await.map_err(|_| not_stored())?
+    }
+
+    /// Writes what was queued before, then closes the connection and ends the thread; later
+    /// writes fail with "not stored".
+    pub(crate) async fn close(&self) {
+        let (done, closed) = oneshot::channel();
+        if self.queue.send(Message::Close(done)).is_ok() {
+            let _ = closed.await;
+        }
     }
 }
 
@@ -132,70 +145,66 @@ fn batch_failed(error: &StoreError) -> StoreError {
     )))
 }
 
-/// How long the group-commit thread spins for a wake-up before it sleeps.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
+/// The longest the thread keeps its turn (the sqlx writer connection) while writes keep coming:
+/// other writers (a cancel, a credential change) wait at most about this long.
+const TURN: Duration = Duration::from_millis(10);
 
-/// Runs `future` to completion on this thread. Between polls it spins for up to [`SPIN`] before
-/// sleeping, so an answer from SQLite's worker thread (which comes within a few µs) costs no
-/// wake-up; an idle queue still sleeps.
-fn spinning_block_on<F: std::future::Future>(future: F) -> F::Output {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::task::{Context, Poll, Wake, Waker};
-
-    struct Flag {
-        woken: AtomicBool,
-        thread: std::thread::Thread,
-    }
-    impl Wake for Flag {
-        fn wake(self: Arc<Self>) {
-            self.wake_by_ref();
-        }
-        fn wake_by_ref(self: &Arc<Self>) {
-            self.woken.store(true, Ordering::Release);
-            self.thread.unpark();
-        }
-    }
-
-    let flag = Arc::new(Flag {
-        woken: AtomicBool::new(true),
-        thread: std::thread::current(),
-    });
-    let waker = Waker::from(flag.clone());
-    let mut context = Context::from_waker(&waker);
-    let mut future = std::pin::pin!(future);
-    loop {
-        if flag.woken.swap(false, Ordering::AcqRel)
-            && let Poll::Ready(output) = future.as_mut().poll(&mut context)
-        {
-            return output;
-        }
-        // The clock is read every CLOCK_EVERY turns only: read on every turn, it was a tenth of
-        // the serve process's CPU in the `accept` benchmark.
-        const CLOCK_EVERY: u32 = 64;
-        let spinning_since = std::time::Instant::now();
-        let mut turns = 0u32;
-        while !flag.woken.load(Ordering::Acquire) {
-            turns = turns.wrapping_add(1);
-            if !turns.is_multiple_of(CLOCK_EVERY) || spinning_since.elapsed() < SPIN {
-                std::hint::spin_loop();
-            } else {
-                std::thread::park();
-            }
-        }
-    }
-}
+/// How long the thread keeps its turn with nothing to write: handing the connection back costs
+/// a round trip to sqlx's worker thread (sqlx pings every connection returned to its pool), so
+/// it is not handed back between two batches that follow each other closely.
+const IDLE_TURN: Duration = Duration::from_millis(2);
 
 async fn run(
     writer: AnyPool,
-    conn: Mutex<rusqlite::Connection>,
-    mut jobs: mpsc::UnboundedReceiver<Job>,
+    conn: rusqlite::Connection,
+    mut messages: mpsc::UnboundedReceiver<Message>,
 ) {
+    let conn = Mutex::new(conn);
+    let mut turn: Option<(PoolConnection<Any>, Instant)> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let committed = match writer.acquire().await {
-            Ok(_turn) => write_batch(&conn, &mut batch).await,
-            Err(error) => Err(error.into()),
+    let mut close = None;
+    while close.is_none() {
+        let mut received = Vec::with_capacity(MAX_BATCH);
+        let count = if turn.is_some() {
+            match tokio::time::timeout(IDLE_TURN, messages.recv_many(&mut received, MAX_BATCH))
+                .await
+            {
+                Ok(count) => count,
+                Err(_) => {
+                    turn = None;
+                    continue;
+                }
+            }
+        } else {
+            messages.recv_many(&mut received, MAX_BATCH).await
+        };
+        if count == 0 {
+            break;
+        }
+        for message in received {
+            match message {
+                Message::Write(job) => batch.push(job),
+                Message::Close(done) => close = Some(done),
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        if turn
+            .as_ref()
+            .is_some_and(|(_, since)| since.elapsed() > TURN)
+        {
+            turn = None;
+        }
+        let committed = match &turn {
+            Some(_) => write_batch(&conn, &mut batch).await,
+            None => match writer.acquire().await {
+                Ok(connection) => {
+                    turn = Some((connection, Instant::now()));
+                    write_batch(&conn, &mut batch).await
+                }
+                Err(error) => Err(error.into()),
+            },
         };
         if let Err(error) = &committed {
             tracing::warn!(%error, writes = batch.len(), "group commit failed");
@@ -205,13 +214,33 @@ async fn run(
             job.answer(commit_error.as_ref());
         }
     }
+    drop(turn);
+    // Closed before answering, so that the store's last connection to close (a pool's) finds
+    // no other and checkpoints the WAL.
+    drop(conn);
+    if let Some(done) = close {
+        let _ = done.send(());
+    }
 }
 
 /// Runs `batch` in one transaction and commits it: first without savepoints; when a write fails,
 /// the transaction is rolled back and the batch runs again with a savepoint per write. The jobs
 /// keep their results, answered by the caller.
 async fn write_batch(conn: &Mutex<rusqlite::Connection>, batch: &mut [Job]) -> Result<()> {
-    let started = std::time::Instant::now();
+    let written = write_batch_once(conn, batch).await;
+    // Whatever failed, no transaction stays open: the next batch could not begin, and SQLite's
+    // write lock would stay held.
+    let conn = conn
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    written
+}
+
+async fn write_batch_once(conn: &Mutex<rusqlite::Connection>, batch: &mut [Job]) -> Result<()> {
+    let started = Instant::now();
     // Statements without arguments or rows; the lock is never contended (one thread).
     let run = |sql: &str| -> Result<()> {
         let conn = conn
@@ -248,11 +277,8 @@ async fn write_batch(conn: &Mutex<rusqlite::Connection>, batch: &mut [Job]) -> R
             continue;
         }
         let executed = started.elapsed();
-        if let Err(error) = run("COMMIT") {
-            // A failed COMMIT can leave the transaction open; the next batch must start clean.
-            let _ = run("ROLLBACK");
-            return Err(error);
-        }
+        // A failed COMMIT can leave the transaction open: `write_batch` rolls it back.
+        run("COMMIT")?;
         tracing::debug!(
             writes = batch.len(),
             savepoints,
@@ -324,5 +350,51 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(stored, (0..40).step_by(2).collect::<Vec<_>>());
+    }
+
+    /// A batch whose COMMIT fails (a deferred foreign key, checked at commit) fails every write
+    /// in it and leaves no transaction open: the next write commits. (SQLite keeps the
+    /// transaction open after such a COMMIT; without the rollback the next BEGIN fails.)
+    #[tokio::test]
+    async fn a_failed_commit_fails_its_batch_and_the_next_one_commits() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let writer = crate::pool_options(1).connect(&url).await.unwrap();
+        sqlx::query(
+            "CREATE TABLE parent (id BIGINT PRIMARY KEY); \
+             CREATE TABLE child (id BIGINT PRIMARY KEY, parent BIGINT \
+               REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
+        )
+        .execute(&writer)
+        .await
+        .unwrap();
+        let group = GroupCommit::start(writer.clone(), &path).unwrap();
+        let insert = |sql: &'static str| {
+            let group = group.clone();
+            async move {
+                group
+                    .write(move |conn| {
+                        Box::pin(async move { crate::sql::query(sql).execute(conn).await })
+                    })
+                    .await
+            }
+        };
+        let orphan = insert("INSERT INTO child (id, parent) VALUES (1, 99)").await;
+        assert!(orphan.is_err(), "{orphan:?}");
+        assert_eq!(
+            insert("INSERT INTO parent (id) VALUES (7)").await.unwrap(),
+            1
+        );
+        let parents: Vec<i64> = sqlx::query_scalar("SELECT id FROM parent")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        let children: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM child")
+            .fetch_one(&writer)
+            .await
+            .unwrap();
+        assert_eq!((parents, children), (vec![7], 0));
     }
 }

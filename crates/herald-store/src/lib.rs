@@ -210,8 +210,12 @@ impl SqlStore {
         &self.inner.limits
     }
 
-    /// Closes every connection (SQLite checkpoints its WAL on the last close).
+    /// Closes every connection (SQLite checkpoints its WAL on the last close): the group
+    /// commit's first, after the writes queued before this call.
     pub async fn close(&self) {
+        if let Some(group) = self.group_commit() {
+            group.close().await;
+        }
         self.inner.writer.close().await;
         self.inner.reader.close().await;
     }

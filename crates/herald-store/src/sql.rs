@@ -167,9 +167,8 @@ impl<'q> Query<'q> {
             Conn::Sqlite(conn) => {
                 let conn = lock(conn);
                 let mut statement = self.prepare(&conn)?;
-                let mut rows = statement.raw_query();
-                while rows.next()?.is_some() {}
-                Ok(conn.changes())
+                step_to_end(&mut statement)?;
+                Ok(changes(&conn, &statement))
             }
         }
     }
@@ -274,10 +273,8 @@ pub(crate) async fn execute_per_row<'q>(
             for row in rows {
                 debug_assert_eq!(row.sql, sql);
                 row.bind_to(&mut statement, &positions)?;
-                let mut stepped = statement.raw_query();
-                while stepped.next()?.is_some() {}
-                drop(stepped);
-                changed.push(locked.changes());
+                step_to_end(&mut statement)?;
+                changed.push(changes(&locked, &statement));
             }
         }
     }
@@ -300,22 +297,147 @@ fn prepare_one<'c>(
 
 /// For each parameter of `statement` (1-based, in SQLite's order), the 1-based argument it
 /// takes: `$N` takes the N-th, as sqlx binds them (SQLite itself numbers named parameters by
-/// first appearance); a plain `?` takes the next.
+/// first appearance). Other forms (`?`, `?N`, `:name`) are refused: the store writes `$N` only.
 fn parameter_positions(statement: &rusqlite::Statement<'_>, sql: &str) -> Result<Vec<usize>> {
     (1..=statement.parameter_count())
-        .map(|index| match statement.parameter_name(index) {
-            Some(name) => name
-                .strip_prefix('$')
+        .map(|index| {
+            statement
+                .parameter_name(index)
+                .and_then(|name| name.strip_prefix('$'))
                 .and_then(|n| n.parse::<usize>().ok())
                 .filter(|n| *n > 0)
-                .ok_or_else(|| StoreError::Config(format!("parameter {name} is not $N: {sql}"))),
-            None => Ok(index),
+                .ok_or_else(|| {
+                    StoreError::Config(format!("parameter {index} is not written $N: {sql}"))
+                })
         })
         .collect()
+}
+
+/// Runs `statement` to its end (a RETURNING statement makes its changes as its rows are read).
+fn step_to_end(statement: &mut rusqlite::Statement<'_>) -> Result<()> {
+    let mut rows = statement.raw_query();
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
+/// The rows `statement`, just run, changed: SQLite's count of the connection's last write,
+/// which a read-only statement leaves as it was, so those changed none.
+fn changes(conn: &rusqlite::Connection, statement: &rusqlite::Statement<'_>) -> u64 {
+    if statement.readonly() {
+        0
+    } else {
+        conn.changes()
+    }
 }
 
 /// The group commit's connection (never contended; see [`Conn::Sqlite`]).
 fn lock(conn: &Mutex<rusqlite::Connection>) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
     conn.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Connection;
+
+    /// A sqlx connection and a rusqlite one to the same new SQLite file, with table `t`.
+    async fn both() -> (
+        tempfile::TempDir,
+        AnyConnection,
+        Mutex<rusqlite::Connection>,
+    ) {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.db");
+        let mut sqlx_conn =
+            AnyConnection::connect(&format!("sqlite://{}?mode=rwc", path.display()))
+                .await
+                .unwrap();
+        sqlx::query("CREATE TABLE t (x BIGINT PRIMARY KEY, y TEXT)")
+            .execute(&mut sqlx_conn)
+            .await
+            .unwrap();
+        let rusqlite_conn = rusqlite::Connection::open(&path).unwrap();
+        (dir, sqlx_conn, Mutex::new(rusqlite_conn))
+    }
+
+    async fn texts(sql: &str, conn: &mut Conn<'_>) -> Result<Vec<Option<String>>> {
+        let row = query(sql)
+            .bind("a")
+            .bind(None::<&str>)
+            .bind("c".to_owned())
+            .fetch_one(conn)
+            .await?;
+        (0..3).map(|i| row.try_get(i)).collect()
+    }
+
+    /// `$N` takes the N-th bound argument on both connections, whatever order and repeats the
+    /// text has; a `$N` with no argument and other parameter forms are refused on SQLite's own.
+    #[tokio::test]
+    async fn dollar_parameters_take_arguments_by_number_on_both_connections() {
+        let (_dir, mut sqlx_conn, rusqlite_conn) = both().await;
+        let sql = "SELECT $3, $1, $3";
+        let expected = vec![
+            Some("c".to_owned()),
+            Some("a".to_owned()),
+            Some("c".to_owned()),
+        ];
+        assert_eq!(
+            texts(sql, &mut Conn::Sqlx(&mut sqlx_conn)).await.unwrap(),
+            expected
+        );
+        let mut embedded = Conn::Sqlite(&rusqlite_conn);
+        assert_eq!(texts(sql, &mut embedded).await.unwrap(), expected);
+        let with_null = texts("SELECT $2, $2, $1", &mut embedded).await.unwrap();
+        assert_eq!(with_null, vec![None, None, Some("a".to_owned())]);
+        for refused in ["SELECT $4, $1, $2", "SELECT ?, $1, $2", "SELECT :a, $1, $2"] {
+            assert!(texts(refused, &mut embedded).await.is_err(), "{refused}");
+        }
+        // A second statement would be silently dropped by SQLite's prepare: refused.
+        assert!(
+            query("INSERT INTO t (x) VALUES (1); INSERT INTO t (x) VALUES (2)")
+                .execute(&mut embedded)
+                .await
+                .is_err()
+        );
+    }
+
+    /// `execute` counts the rows a write changed (RETURNING or not), and none for a read or a
+    /// write that matched nothing, on the group commit's connection.
+    #[tokio::test]
+    async fn execute_counts_the_rows_a_statement_changed() {
+        let (_dir, _sqlx_conn, rusqlite_conn) = both().await;
+        let conn = &mut Conn::Sqlite(&rusqlite_conn);
+        let insert = "INSERT INTO t (x, y) SELECT value, 'v' FROM json_each($1)";
+        assert_eq!(
+            query(insert).bind("[1,2,3]").execute(conn).await.unwrap(),
+            3
+        );
+        assert_eq!(query("SELECT x FROM t").execute(conn).await.unwrap(), 0);
+        let update = "UPDATE t SET y = $1 WHERE x > $2";
+        assert_eq!(
+            query(update).bind("w").bind(5).execute(conn).await.unwrap(),
+            0
+        );
+        let returning = "UPDATE t SET y = $1 WHERE x >= $2 RETURNING x";
+        assert_eq!(
+            query(returning)
+                .bind("w")
+                .bind(2)
+                .execute(conn)
+                .await
+                .unwrap(),
+            2
+        );
+        let rows = [3i64, 9, 1].map(|x| query("DELETE FROM t WHERE x = $1").bind(x));
+        let changed = execute_per_row(conn, "DELETE FROM t WHERE x = $1", rows)
+            .await
+            .unwrap();
+        assert_eq!(changed, vec![1, 0, 1]);
+        let left = query("SELECT x, y FROM t").fetch_all(conn).await.unwrap();
+        assert_eq!(left.len(), 1);
+        assert_eq!(left[0].try_get::<i64>(0).unwrap(), 2);
+        assert_eq!(left[0].try_get::<String>(1).unwrap(), "w");
+    }
 }

@@ -13,9 +13,8 @@ use crate::{Result, StoreError, pool_options};
 
 const READERS: u32 = 8;
 
-/// Every connection's settings. `busy_timeout` only matters between the two writers when one of
-/// them is outside the group commit's turn-taking (see [`crate::group_commit`]), and for
-/// checkpoints.
+/// Every connection's settings. `busy_timeout` matters when another process writes to the file
+/// (Herald's own two writers take turns; see [`crate::group_commit`]).
 const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
      PRAGMA busy_timeout = 10000; PRAGMA temp_store = MEMORY; \
      PRAGMA wal_autocheckpoint = 10000; PRAGMA journal_size_limit = 67108864; \
@@ -24,14 +23,18 @@ const PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; \
 /// Opens the database at `url`, runs the migrations, and returns the reader pool, the writer
 /// pool and the database file's path (for the group commit's own connection).
 pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool, PathBuf)> {
-    let path = url
-        .trim_start_matches("sqlite://")
-        .trim_start_matches("sqlite:");
-    let path = path.split('?').next().unwrap_or(path);
-    if let Some(parent) = std::path::Path::new(path)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
+    // sqlx's own reading of the URL (percent-decoding included), so that every connection opens
+    // the same file.
+    let parsed = sqlx::sqlite::SqliteConnectOptions::from_str(url)?;
+    if url.contains(":memory:") || url.contains("mode=memory") {
+        return Err(StoreError::Config(
+            "an in-memory SQLite database is not supported (Herald opens several connections to \
+             one file); give a file path"
+                .into(),
+        ));
+    }
+    let path = parsed.get_filename().to_path_buf();
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", parent.display())))?;
     }
@@ -51,7 +54,8 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool, PathBuf)> {
         })
     }
     // A ping before each acquire (sqlx's default, for network databases) would cost a round trip
-    // to the connection's worker thread on every read and every group-commit batch.
+    // to the connection's worker thread on every read. (sqlx still pings each connection handed
+    // back to its pool; see group_commit.rs, IDLE_TURN.)
     let writer = pool_options(1)
         .test_before_acquire(false)
         .after_connect(setup)
@@ -64,7 +68,7 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool, PathBuf)> {
         .connect_with(options)
         .await?;
     tokio::spawn(checkpoint_in_background(reader.clone()));
-    Ok((reader, writer, PathBuf::from(path)))
+    Ok((reader, writer, path))
 }
 
 /// The group commit's own connection to the (migrated) database at `path`, with the settings of

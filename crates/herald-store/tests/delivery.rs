@@ -925,3 +925,50 @@ async fn a_credential_error_fails_its_queued_rows_in_batches() {
         }
     }
 }
+
+/// Closing the store writes what was queued, closes the group commit's own connection, and
+/// the last connection to close checkpoints SQLite's WAL and removes it; later writes fail.
+#[tokio::test]
+async fn closing_a_sqlite_store_checkpoints_and_removes_the_wal() {
+    let db = TestDatabase::sqlite().await;
+    let store = db.store().await;
+    let acc = account(&store).await;
+    let created = store.create_operation(new_op(&acc, 3, None)).await.unwrap();
+    let wal = db.dir().join("herald.db-wal");
+    assert!(wal.exists(), "WAL before close");
+    store.close().await;
+    assert!(!wal.exists(), "WAL left after close");
+    assert!(store.create_operation(new_op(&acc, 3, None)).await.is_err());
+    let reopened = db.store().await;
+    let op = reopened.get_operation(&acc, &created.id).await.unwrap();
+    assert_eq!(op.stats.recipients, 3);
+}
+
+/// On SQLite, sends (the group commit's connection) and cancels (sqlx's writer connection)
+/// written at the same time all succeed, and every operation ends as its calls say: the two
+/// writers take turns, and neither keeps the other out (a turn never handed back fails the
+/// cancels when sqlx's pool gives up waiting).
+#[tokio::test]
+async fn sends_and_cancels_written_together_on_sqlite_all_land() {
+    let db = TestDatabase::sqlite().await;
+    let store = db.store().await;
+    let acc = account(&store).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, acc) = (store.clone(), acc.clone());
+            tokio::spawn(async move {
+                let created = store.create_operation(new_op(&acc, 2, None)).await?;
+                if i % 2 == 0 {
+                    store.cancel_operation(&acc, &created.id).await?;
+                }
+                Ok::<_, StoreError>((i, created.id))
+            })
+        })
+        .collect();
+    for task in tasks {
+        let (i, id) = task.await.unwrap().unwrap();
+        let op = store.get_operation(&acc, &id).await.unwrap();
+        let expected = if i % 2 == 0 { "CANCELED" } else { "SCHEDULED" };
+        assert_eq!(op.status, expected, "operation {i}");
+    }
+}
