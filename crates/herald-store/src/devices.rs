@@ -353,16 +353,14 @@ async fn register_in(
     let token = request.token.as_str();
     let hash = token_hash(token);
 
-    // The common case on SQLite, a new device without a user, in three statements on the group
-    // commit's connection: the user, registration and device rows, inserted only if the app
-    // exists and the device does not (`changes()` is the previous statement's row count).
-    // Anything else inserts nothing and takes the general path below, whose first statement
-    // would otherwise have to come first.
+    // The common case on SQLite, a new device without a user: its user row is inserted only if
+    // the app exists and the device does not, and then its registration and device follow.
+    // Anything else inserts nothing here and takes the general path below. (PostgreSQL always
+    // takes the general path, in the SERIALIZABLE transaction the module comment explains.)
     if request.user_id.is_none() && backend == Backend::Sqlite {
         let user_id = ids::new_type_id(ids::USER);
-        let registration_id = ids::new_type_id(ids::DEVICE_REGISTRATION);
         let now = now_ms();
-        let mut inserted = query(
+        let inserted = query(
             "INSERT INTO users (id, account_sid, created_at, updated_at) \
              SELECT $1, $2, $3, $3 \
              WHERE EXISTS (SELECT 1 FROM apps WHERE account_sid = $2 AND name = $4) \
@@ -378,49 +376,14 @@ async fn register_in(
         .execute(conn)
         .await?;
         if inserted == 1 {
-            inserted += query(
-                "INSERT INTO device_registrations \
-                   (id, account_sid, app_name, user_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $5)",
-            )
-            .bind(&registration_id)
-            .bind(account_sid)
-            .bind(app)
-            .bind(&user_id)
-            .bind(now)
-            .execute(conn)
-            .await?;
-            inserted += query(
-                "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
-                                      registration_id, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
-            )
-            .bind(account_sid)
-            .bind(app)
-            .bind(provider)
-            .bind(&hash)
-            .bind(token)
-            .bind(&registration_id)
-            .bind(now)
-            .execute(conn)
-            .await?;
-        }
-        match inserted {
-            3 => {
-                return Ok(Registered {
-                    registration_id,
-                    user_id,
-                    change: RegisterChange::NewUser,
-                });
-            }
-            0 => {}
-            // Cannot happen (each insert follows the previous one's success); an error rolls
-            // the write back.
-            other => {
-                return Err(StoreError::Config(format!(
-                    "a new device's registration inserted {other} of 3 rows"
-                )));
-            }
+            let registration_id =
+                insert_registration(conn, account_sid, app, &user_id, now).await?;
+            insert_device(conn, account_sid, request, &hash, &registration_id, now).await?;
+            return Ok(Registered {
+                registration_id,
+                user_id,
+                change: RegisterChange::NewUser,
+            });
         }
     }
 
@@ -565,20 +528,7 @@ async fn register_in(
             };
         }
         None => {
-            query(
-                "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
-                                      registration_id, status, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
-            )
-            .bind(account_sid)
-            .bind(app)
-            .bind(provider)
-            .bind(&hash)
-            .bind(token)
-            .bind(&registration_id)
-            .bind(now)
-            .execute(conn)
-            .await?;
+            insert_device(conn, account_sid, request, &hash, &registration_id, now).await?;
         }
     }
     Ok(Registered {
@@ -625,6 +575,31 @@ async fn mark_invalid_in(
         provider: device.provider,
         token: device.token.clone(),
     }))
+}
+
+/// The device of `request` (its token hash `hash`), ACTIVE in registration `registration_id`.
+async fn insert_device(
+    conn: &mut Conn<'_>,
+    account_sid: &str,
+    request: &RegisterDevice<'_>,
+    hash: &str,
+    registration_id: &str,
+    now: i64,
+) -> Result<u64> {
+    query(
+        "INSERT INTO devices (account_sid, app_name, provider, token_hash, token, \
+                              registration_id, status, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7)",
+    )
+    .bind(account_sid)
+    .bind(request.app_name.as_str())
+    .bind(request.provider.as_str())
+    .bind(hash)
+    .bind(request.token.as_str())
+    .bind(registration_id)
+    .bind(now)
+    .execute(conn)
+    .await
 }
 
 async fn insert_registration(
