@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use sqlx::pool::PoolConnection;
 use sqlx::{Any, AnyPool};
-use tokio::sync::{mpsc, oneshot};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
 
 use crate::sql::Conn;
 use crate::{Result, StoreError};
@@ -90,21 +91,23 @@ enum Message {
 /// The queue of the group-commit thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: mpsc::UnboundedSender<Message>,
+    queue: flume::Sender<Message>,
 }
 
 impl GroupCommit {
     /// Opens the group commit's own connection to the SQLite database at `path` and starts the
     /// thread that writes through it. `writer` is the store's sqlx writer pool (one connection),
-    /// whose connection the thread holds as its turn to write. The thread runs its loop with the
-    /// runtime that opened the store (timers, and the tasks sqlx spawns).
+    /// whose connection the thread holds as its turn to write. The thread waits for writes
+    /// without the runtime (a blocking channel, no timers: nothing on it can outlive a runtime
+    /// being shut down); it uses the runtime that opened the store to take its turn from sqlx's
+    /// pool and for the task sqlx spawns when the turn is handed back.
     pub(crate) fn start(writer: AnyPool, path: &Path) -> Result<Self> {
         let conn = crate::sqlite::open_group_commit_connection(path)?;
-        let (queue, messages) = mpsc::unbounded_channel();
-        let runtime = tokio::runtime::Handle::current();
+        let (queue, messages) = flume::unbounded();
+        let runtime = Handle::current();
         std::thread::Builder::new()
             .name("herald-group-commit".into())
-            .spawn(move || runtime.block_on(run(writer, conn, messages)))
+            .spawn(move || run(&runtime, writer, conn, messages))
             .map_err(|e| StoreError::Config(format!("cannot start the group commit: {e}")))?;
         Ok(Self { queue })
     }
@@ -154,34 +157,34 @@ const TURN: Duration = Duration::from_millis(10);
 /// it is not handed back between two batches that follow each other closely.
 const IDLE_TURN: Duration = Duration::from_millis(2);
 
-async fn run(
+fn run(
+    runtime: &Handle,
     writer: AnyPool,
     conn: rusqlite::Connection,
-    mut messages: mpsc::UnboundedReceiver<Message>,
+    messages: flume::Receiver<Message>,
 ) {
+    // Handing the turn back (dropping sqlx's pool connection) spawns a task on the runtime.
+    let _context = runtime.enter();
     let conn = Mutex::new(conn);
     let mut turn: Option<(PoolConnection<Any>, Instant)> = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
     while close.is_none() {
-        let mut received = Vec::with_capacity(MAX_BATCH);
-        let count = if turn.is_some() {
-            match tokio::time::timeout(IDLE_TURN, messages.recv_many(&mut received, MAX_BATCH))
-                .await
-            {
-                Ok(count) => count,
-                Err(_) => {
+        let first = match &turn {
+            Some(_) => match messages.recv_timeout(IDLE_TURN) {
+                Ok(message) => message,
+                Err(flume::RecvTimeoutError::Timeout) => {
                     turn = None;
                     continue;
                 }
-            }
-        } else {
-            messages.recv_many(&mut received, MAX_BATCH).await
+                Err(flume::RecvTimeoutError::Disconnected) => break,
+            },
+            None => match messages.recv() {
+                Ok(message) => message,
+                Err(_) => break,
+            },
         };
-        if count == 0 {
-            break;
-        }
-        for message in received {
+        for message in std::iter::once(first).chain(messages.try_iter().take(MAX_BATCH - 1)) {
             match message {
                 Message::Write(job) => batch.push(job),
                 Message::Close(done) => close = Some(done),
@@ -196,16 +199,21 @@ async fn run(
         {
             turn = None;
         }
-        let committed = match &turn {
-            Some(_) => write_batch(&conn, &mut batch).await,
-            None => match writer.acquire().await {
-                Ok(connection) => {
-                    turn = Some((connection, Instant::now()));
-                    write_batch(&conn, &mut batch).await
+        if turn.is_none() {
+            match runtime.block_on(writer.acquire()) {
+                Ok(connection) => turn = Some((connection, Instant::now())),
+                Err(error) => {
+                    let error = StoreError::from(error);
+                    tracing::warn!(%error, writes = batch.len(), "group commit failed");
+                    for job in batch.drain(..) {
+                        job.answer(Some(&error));
+                    }
+                    continue;
                 }
-                Err(error) => Err(error.into()),
-            },
-        };
+            }
+        }
+        // The writes' futures only wait on statements of this thread's connection.
+        let committed = futures::executor::block_on(write_batch(&conn, &mut batch));
         if let Err(error) = &committed {
             tracing::warn!(%error, writes = batch.len(), "group commit failed");
         }
