@@ -236,14 +236,16 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
     let mut dead: Vec<DeadDevice> = Vec::new();
     let mut broken: BTreeMap<String, CredentialFailure> = BTreeMap::new();
     let now = now_ms();
-    for ((n, result), claim) in notifications.iter().zip(results).zip(claim_of) {
+    let count = notifications.len();
+    // The rows are consumed here: their ids move into the outcome writes.
+    for ((n, result), claim) in notifications.into_iter().zip(results).zip(claim_of) {
         let kind = match result {
             (_, Some(kind)) => kind,
             // Not attempted (its operation could not be loaded): again soon, within the
             // attempt budget.
             (None, None) => retry_or_fail(
                 shared,
-                n,
+                &n,
                 now,
                 None,
                 NotificationError::new("internal", "the operation's request could not be loaded"),
@@ -254,7 +256,7 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
                     Outcome::Delivered { .. } => OutcomeKind::Sent,
                     Outcome::Retry { after, .. } => {
                         let error = error_of(&outcome, "provider-unavailable", legacy);
-                        retry_or_fail(shared, n, now, after, error)
+                        retry_or_fail(shared, &n, now, after, error)
                     }
                     Outcome::DeadToken { .. } => {
                         let error = error_of(&outcome, "dead-token", legacy);
@@ -288,8 +290,8 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
             }
         };
         writes[claim].push(OutcomeWrite {
-            id: n.id.clone(),
-            operation_id: n.operation_id.clone(),
+            id: n.id,
+            operation_id: n.operation_id,
             kind,
         });
     }
@@ -334,7 +336,7 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
         record(shared, &claims).await?;
     }
     tracing::debug!(
-        count = notifications.len(),
+        count,
         record_ms = sent_at.elapsed().as_millis() as u64,
         "batch recorded"
     );
