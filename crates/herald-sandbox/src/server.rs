@@ -98,6 +98,22 @@ pub(crate) async fn serve(
     }
 }
 
+/// Closes a connection whose TLS handshake failed the way a server should: the alert is already
+/// sent; our side is shut down and what the client still sends (a TLS 1.3 client sends its
+/// HTTP/2 preface before it reads our verdict on its certificate) is read and dropped until it
+/// closes too. Closing with that data unread makes the kernel answer with a reset, which can
+/// reach the client before the alert does (the client then sees "connection reset", not the
+/// certificate's rejection).
+async fn close_gracefully(mut tcp: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while matches!(tcp.read(&mut buf).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 async fn connection(
     tcp: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
@@ -105,10 +121,12 @@ async fn connection(
     state: Arc<State>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+    let accept = acceptor.accept(tcp).into_fallible();
+    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
         Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
+        Ok(Err((e, tcp))) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            close_gracefully(tcp).await;
             return;
         }
         Err(_) => {
