@@ -91,19 +91,21 @@ enum Message {
 /// The queue of the group-commit thread. Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct GroupCommit {
-    queue: flume::Sender<Message>,
+    queue: std::sync::mpsc::Sender<Message>,
 }
 
 impl GroupCommit {
     /// Opens the group commit's own connection to the SQLite database at `path` and starts the
     /// thread that writes through it. `writer` is the store's sqlx writer pool (one connection),
     /// whose connection the thread holds as its turn to write. The thread waits for writes
-    /// without the runtime (a blocking channel, no timers: nothing on it can outlive a runtime
-    /// being shut down); it uses the runtime that opened the store to take its turn from sqlx's
-    /// pool and for the task sqlx spawns when the turn is handed back.
+    /// without the runtime (a blocking channel, no timers: a tokio timer polled after its
+    /// runtime shut down panics); the runtime that opened the store takes the turn from sqlx's
+    /// pool (a task the thread waits for) and runs the task sqlx spawns when it is handed back.
+    /// (std's channel, not flume's: when the thread ends, dropping its receiver drops the queued
+    /// writes, whose callers then hear "not stored" instead of waiting forever.)
     pub(crate) fn start(writer: AnyPool, path: &Path) -> Result<Self> {
         let conn = crate::sqlite::open_group_commit_connection(path)?;
-        let (queue, messages) = flume::unbounded();
+        let (queue, messages) = std::sync::mpsc::channel();
         let runtime = Handle::current();
         std::thread::Builder::new()
             .name("herald-group-commit".into())
@@ -161,7 +163,7 @@ fn run(
     runtime: &Handle,
     writer: AnyPool,
     conn: rusqlite::Connection,
-    messages: flume::Receiver<Message>,
+    messages: std::sync::mpsc::Receiver<Message>,
 ) {
     // Handing the turn back (dropping sqlx's pool connection) spawns a task on the runtime.
     let _context = runtime.enter();
@@ -173,11 +175,11 @@ fn run(
         let first = match &turn {
             Some(_) => match messages.recv_timeout(IDLE_TURN) {
                 Ok(message) => message,
-                Err(flume::RecvTimeoutError::Timeout) => {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
                     turn = None;
                     continue;
                 }
-                Err(flume::RecvTimeoutError::Disconnected) => break,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
             },
             None => match messages.recv() {
                 Ok(message) => message,
@@ -200,10 +202,18 @@ fn run(
             turn = None;
         }
         if turn.is_none() {
-            match runtime.block_on(writer.acquire()) {
+            // A task of the runtime, waited for here: if the runtime shuts down meanwhile, the
+            // task is dropped (an error for this batch) rather than its timers panicking here.
+            let writer = writer.clone();
+            let acquired =
+                futures::executor::block_on(runtime.spawn(async move { writer.acquire().await }));
+            let acquired = match acquired {
+                Ok(acquired) => acquired.map_err(StoreError::from),
+                Err(_) => Err(not_stored()),
+            };
+            match acquired {
                 Ok(connection) => turn = Some((connection, Instant::now())),
                 Err(error) => {
-                    let error = StoreError::from(error);
                     tracing::warn!(%error, writes = batch.len(), "group commit failed");
                     for job in batch.drain(..) {
                         job.answer(Some(&error));
@@ -404,5 +414,53 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((parents, children), (vec![7], 0));
+    }
+
+    /// Every write is answered when the group commit closes with writes still coming: those
+    /// taken before the close are written, the rest hear "not stored"; none waits forever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_racing_a_close_are_all_answered() {
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        let writer = crate::pool_options(1).connect(&url).await.unwrap();
+        sqlx::query("CREATE TABLE t (x BIGINT PRIMARY KEY)")
+            .execute(&writer)
+            .await
+            .unwrap();
+        let group = GroupCommit::start(writer.clone(), &path).unwrap();
+        let writes: Vec<_> = (0..2000i64)
+            .map(|i| {
+                let group = group.clone();
+                tokio::spawn(async move {
+                    group
+                        .write(move |conn| {
+                            Box::pin(async move {
+                                crate::sql::query("INSERT INTO t (x) VALUES ($1)")
+                                    .bind(i)
+                                    .execute(conn)
+                                    .await
+                            })
+                        })
+                        .await
+                })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        group.close().await;
+        let mut stored = 0;
+        for write in writes {
+            let answer = tokio::time::timeout(std::time::Duration::from_secs(10), write)
+                .await
+                .expect("every write is answered")
+                .unwrap();
+            stored += i64::from(answer.is_ok());
+        }
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM t")
+            .fetch_one(&writer)
+            .await
+            .unwrap();
+        assert_eq!(rows, stored);
     }
 }
