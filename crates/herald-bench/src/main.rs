@@ -252,6 +252,19 @@ impl Bench {
         out
     }
 
+    /// One `ceiling` run: h2load against the sandbox's APNs endpoint, 2 connections x 1,000
+    /// streams (the engine's fan-out concurrency).
+    fn ceiling_run(&self, sandbox: &Sandbox) -> Result<scenarios::H2loadRun> {
+        scenarios::h2load(
+            &self.cli.h2load,
+            sandbox,
+            &self.work,
+            self.sizes.ceiling_requests,
+            2,
+            1000,
+        )
+    }
+
     /// `runs` fan-outs of `total` direct tokens through `server`, with the CPU time `server` and
     /// the sandbox spent on each.
     async fn fanout_runs(
@@ -360,14 +373,7 @@ impl Bench {
             let (mut samples, mut h2load_cpu, mut sandbox_cpu) =
                 (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..runs {
-                let run = scenarios::h2load(
-                    &self.cli.h2load,
-                    &sandbox,
-                    &self.work,
-                    self.sizes.ceiling_requests,
-                    2,
-                    1000,
-                )?;
+                let run = self.ceiling_run(&sandbox)?;
                 samples.push(run.requests_per_s);
                 h2load_cpu.push(run.h2load_cpu_us);
                 sandbox_cpu.push(run.sandbox_cpu_us);
@@ -451,14 +457,7 @@ impl Bench {
             let mut fanout = FanoutSamples::default();
             for _ in 0..runs {
                 let paired_ceiling = if self.wants("ceiling") {
-                    let run = scenarios::h2load(
-                        &self.cli.h2load,
-                        &sandbox,
-                        &self.work,
-                        self.sizes.ceiling_requests,
-                        2,
-                        1000,
-                    )?;
+                    let run = self.ceiling_run(&sandbox)?;
                     Some(run.requests_per_s)
                 } else {
                     None

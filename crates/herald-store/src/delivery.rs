@@ -1038,23 +1038,39 @@ impl SqlStore {
                 .iter()
                 .map(|_| ids::new_type_id(ids::PUSH_NOTIFICATION))
                 .collect();
+            // What differs between rows: [id, recipient_index, provider, token, credential_id,
+            // app_name, user_id]; the rest is the step's.
+            let rows: Vec<_> = batch
+                .notifications
+                .iter()
+                .zip(&ids)
+                .map(|(n, id)| {
+                    (
+                        id.as_str(),
+                        n.recipient_index,
+                        n.provider.as_str(),
+                        n.token.as_str(),
+                        n.credential_id.as_str(),
+                        n.app_name.as_deref(),
+                        n.user_id.as_deref(),
+                    )
+                })
+                .collect();
             if tx.is_embedded() {
                 // One prepared INSERT per row (see `Conn::is_embedded`).
-                let rows: Vec<Query> = batch
-                    .notifications
+                let rows: Vec<Query> = rows
                     .iter()
-                    .zip(&ids)
-                    .map(|(n, id)| {
+                    .map(|&(id, index, provider, token, credential, app, user)| {
                         query(INSERT_NOTIFICATION)
-                            .bind(id.as_str())
+                            .bind(id)
                             .bind(account_sid.as_str())
                             .bind(batch.operation_id.as_str())
-                            .bind(n.recipient_index)
-                            .bind(n.provider.as_str())
-                            .bind(n.token.as_str())
-                            .bind(n.credential_id.as_str())
-                            .bind(n.app_name.as_deref())
-                            .bind(n.user_id.as_deref())
+                            .bind(index)
+                            .bind(provider)
+                            .bind(token)
+                            .bind(credential)
+                            .bind(app)
+                            .bind(user)
                             .bind(status)
                             .bind(batch.priority.as_str())
                             .bind(tags.as_str())
@@ -1068,24 +1084,7 @@ impl SqlStore {
                     .collect();
                 execute_per_row(tx, INSERT_NOTIFICATION, rows).await?;
             } else {
-                // $1..$11 are shared by every row; $12 is the rows, one JSON array each:
-                // [id, recipient_index, provider, token, credential_id, app_name, user_id].
-                let rows: Vec<_> = batch
-                    .notifications
-                    .iter()
-                    .zip(&ids)
-                    .map(|(n, id)| {
-                        (
-                            id.as_str(),
-                            n.recipient_index,
-                            n.provider.as_str(),
-                            n.token.as_str(),
-                            n.credential_id.as_str(),
-                            n.app_name.as_deref(),
-                            n.user_id.as_deref(),
-                        )
-                    })
-                    .collect();
+                // $1..$11 are shared by every row; $12 is the rows, one JSON array each.
                 let sql = format!(
                     "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
                      provider, token, credential_id, app_name, user_id, status, priority, tags, \

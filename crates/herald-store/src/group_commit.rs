@@ -319,20 +319,24 @@ fn not_stored() -> StoreError {
 mod tests {
     use super::*;
 
-    /// Writes that fail after writing leave nothing behind; their neighbours in the same batch
-    /// are committed.
-    #[tokio::test]
-    async fn a_failed_write_rolls_back_alone() {
+    /// A new SQLite file made by `schema` (through the sqlx writer pool, which is returned), and
+    /// a group commit on it.
+    async fn started(schema: &str) -> (tempfile::TempDir, AnyPool, GroupCommit) {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.db");
         let url = format!("sqlite://{}?mode=rwc", path.display());
         let writer = crate::pool_options(1).connect(&url).await.unwrap();
-        sqlx::query("CREATE TABLE t (x BIGINT PRIMARY KEY)")
-            .execute(&writer)
-            .await
-            .unwrap();
+        sqlx::query(schema).execute(&writer).await.unwrap();
         let group = GroupCommit::start(writer.clone(), &path).unwrap();
+        (dir, writer, group)
+    }
+
+    /// Writes that fail after writing leave nothing behind; their neighbours in the same batch
+    /// are committed.
+    #[tokio::test]
+    async fn a_failed_write_rolls_back_alone() {
+        let (_dir, writer, group) = started("CREATE TABLE t (x BIGINT PRIMARY KEY)").await;
         let writes = (0..40i64).map(|i| {
             let group = group.clone();
             tokio::spawn(async move {
@@ -375,20 +379,12 @@ mod tests {
     /// transaction open after such a COMMIT; without the rollback the next BEGIN fails.)
     #[tokio::test]
     async fn a_failed_commit_fails_its_batch_and_the_next_one_commits() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let writer = crate::pool_options(1).connect(&url).await.unwrap();
-        sqlx::query(
+        let (_dir, writer, group) = started(
             "CREATE TABLE parent (id BIGINT PRIMARY KEY); \
              CREATE TABLE child (id BIGINT PRIMARY KEY, parent BIGINT \
                REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)",
         )
-        .execute(&writer)
-        .await
-        .unwrap();
-        let group = GroupCommit::start(writer.clone(), &path).unwrap();
+        .await;
         let insert = |sql: &'static str| {
             let group = group.clone();
             async move {
@@ -420,16 +416,7 @@ mod tests {
     /// taken before the close are written, the rest hear "not stored"; none waits forever.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn writes_racing_a_close_are_all_answered() {
-        sqlx::any::install_default_drivers();
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("g.db");
-        let url = format!("sqlite://{}?mode=rwc", path.display());
-        let writer = crate::pool_options(1).connect(&url).await.unwrap();
-        sqlx::query("CREATE TABLE t (x BIGINT PRIMARY KEY)")
-            .execute(&writer)
-            .await
-            .unwrap();
-        let group = GroupCommit::start(writer.clone(), &path).unwrap();
+        let (_dir, writer, group) = started("CREATE TABLE t (x BIGINT PRIMARY KEY)").await;
         let writes: Vec<_> = (0..2000i64)
             .map(|i| {
                 let group = group.clone();

@@ -36,12 +36,6 @@ impl Conn<'_> {
     }
 }
 
-impl<'c> From<&'c mut AnyConnection> for Conn<'c> {
-    fn from(conn: &'c mut AnyConnection) -> Self {
-        Conn::Sqlx(conn)
-    }
-}
-
 /// A bound argument. The database has integers and text only (booleans are 0/1, times epoch
 /// milliseconds); a NULL keeps its type, which PostgreSQL needs.
 #[derive(Debug)]
@@ -70,24 +64,19 @@ impl<'q> Bind<'q> for &'q str {
         Arg::Text(Some(Cow::Borrowed(self)))
     }
 }
-impl<'q> Bind<'q> for &'q String {
-    fn into_arg(self) -> Arg<'q> {
-        Arg::Text(Some(Cow::Borrowed(self)))
-    }
-}
 impl<'q> Bind<'q> for String {
     fn into_arg(self) -> Arg<'q> {
         Arg::Text(Some(Cow::Owned(self)))
     }
 }
+impl<'q> Bind<'q> for &'q String {
+    fn into_arg(self) -> Arg<'q> {
+        Arg::Text(Some(Cow::Borrowed(self)))
+    }
+}
 impl<'q> Bind<'q> for Option<&'q str> {
     fn into_arg(self) -> Arg<'q> {
         Arg::Text(self.map(Cow::Borrowed))
-    }
-}
-impl<'q> Bind<'q> for Option<String> {
-    fn into_arg(self) -> Arg<'q> {
-        Arg::Text(self.map(Cow::Owned))
     }
 }
 
