@@ -951,11 +951,12 @@ async fn insert_operation(
     Ok(())
 }
 
-/// One notification row, as the planner writes it on the group commit's SQLite connection.
+/// One notification row, as the planner writes it on the group commit's SQLite connection:
+/// $1..$11 are the planning step's (as in the JSON-list form), $12..$18 the row's.
 const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, account_sid, operation_id, \
      recipient_index, provider, token, credential_id, app_name, user_id, status, priority, tags, \
      tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18)";
+     VALUES ($12, $1, $2, $13, $14, $15, $16, $17, $18, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)";
 
 /// A sent row, as an outcome write marks it on the group commit's SQLite connection.
 const MARK_SENT: &str = "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
@@ -1056,45 +1057,9 @@ impl SqlStore {
                     )
                 })
                 .collect();
-            if tx.is_embedded() {
-                // One prepared INSERT per row (see `Conn::is_embedded`).
-                let rows: Vec<Query> = rows
-                    .iter()
-                    .map(|&(id, index, provider, token, credential, app, user)| {
-                        query(INSERT_NOTIFICATION)
-                            .bind(id)
-                            .bind(account_sid.as_str())
-                            .bind(batch.operation_id.as_str())
-                            .bind(index)
-                            .bind(provider)
-                            .bind(token)
-                            .bind(credential)
-                            .bind(app)
-                            .bind(user)
-                            .bind(status)
-                            .bind(batch.priority.as_str())
-                            .bind(tags.as_str())
-                            .bind(keys.as_str())
-                            .bind(due_at)
-                            .bind(batch.expires_at)
-                            .bind(now)
-                            .bind(claim_token)
-                            .bind(attempts)
-                    })
-                    .collect();
-                execute_per_row(tx, INSERT_NOTIFICATION, rows).await?;
-            } else {
-                // $1..$11 are shared by every row; $12 is the rows, one JSON array each.
-                let sql = format!(
-                    "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
-                     provider, token, credential_id, app_name, user_id, status, priority, tags, \
-                     tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
-                     SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
-                     value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
-                     $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
-                    json_values(self.backend(), 12)
-                );
-                query(&sql)
+            // $1..$11: what every row of the step shares.
+            let step = |sql| {
+                query(sql)
                     .bind(account_sid.as_str())
                     .bind(batch.operation_id.as_str())
                     .bind(status)
@@ -1106,9 +1071,35 @@ impl SqlStore {
                     .bind(now)
                     .bind(claim_token)
                     .bind(attempts)
-                    .bind(json_list(&rows))
-                    .execute(&mut *tx)
-                    .await?;
+            };
+            if tx.is_embedded() {
+                // One prepared INSERT per row (see `Conn::is_embedded`).
+                let rows: Vec<Query> = rows
+                    .iter()
+                    .map(|&(id, index, provider, token, credential, app, user)| {
+                        step(INSERT_NOTIFICATION)
+                            .bind(id)
+                            .bind(index)
+                            .bind(provider)
+                            .bind(token)
+                            .bind(credential)
+                            .bind(app)
+                            .bind(user)
+                    })
+                    .collect();
+                execute_per_row(tx, INSERT_NOTIFICATION, rows).await?;
+            } else {
+                // $12 is the rows, one JSON array each.
+                let sql = format!(
+                    "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, \
+                     provider, token, credential_id, app_name, user_id, status, priority, tags, \
+                     tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
+                     SELECT value ->> 0, $1, $2, CAST(value ->> 1 AS BIGINT), value ->> 2, \
+                     value ->> 3, value ->> 4, value ->> 5, value ->> 6, \
+                     $3, $4, $5, $6, $7, $8, $9, $9, $10, $11 FROM {}",
+                    json_values(self.backend(), 12)
+                );
+                step(&sql).bind(json_list(&rows)).execute(&mut *tx).await?;
             }
             if claimed {
                 claim.notifications = batch
