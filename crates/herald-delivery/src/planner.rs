@@ -17,6 +17,7 @@ use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinSet;
 
 use crate::Shared;
+use crate::message::OperationContext;
 
 /// Where a request's notifications go: a credential per provider and the app users resolve in.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -244,6 +245,13 @@ async fn plan(
 ) -> Result<(), StoreError> {
     let request: SendRequest = serde_json::from_str(&task.request)
         .map_err(|e| StoreError::Config(format!("stored send request does not parse: {e}")))?;
+    // The dispatchers sending this operation's rows find it parsed (a 10,000-recipient request
+    // costs milliseconds to parse again).
+    let context = Arc::new(OperationContext::new(request, task.expires_at));
+    shared
+        .operations
+        .insert(task.operation_id.clone(), context.clone());
+    let request = &context.request;
     let route = routes
         .route(shared.store.as_ref(), &task.account_sid, &request.from)
         .await?;
@@ -261,7 +269,7 @@ async fn plan(
         None
     };
     let mut planned = task.planned;
-    let mut next = resolve_step(shared, &task, &route, &request, planned).await?;
+    let mut next = resolve_step(shared, &task, &route, request, planned).await?;
     loop {
         let step = next;
         let now = now_ms();
@@ -286,7 +294,7 @@ async fn plan(
             if done {
                 None
             } else {
-                Some(resolve_step(shared, &task, &route, &request, step.end).await)
+                Some(resolve_step(shared, &task, &route, request, step.end).await)
             }
         };
         let (kept, resolved) = tokio::join!(
