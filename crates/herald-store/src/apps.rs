@@ -10,6 +10,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::credentials::{Arg, bind_all, finish, stored_app_name};
+use crate::sql::{self, Conn};
 use crate::{Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
 
 /// An app as shown to its account.
@@ -83,6 +84,18 @@ fn app_from_row(row: &AnyRow) -> Result<AppRecord> {
     })
 }
 
+/// [`app_from_row`] for a row read through [`sql::query`].
+fn app_from_sql_row(row: &sql::Row) -> Result<AppRecord> {
+    let name: String = row.try_get(0)?;
+    Ok(AppRecord {
+        name: stored_app_name(&name)?,
+        is_default: row.try_get::<i64>(1)? != 0,
+        default_credentials: Vec::new(),
+        created_at: row.try_get(2)?,
+        updated_at: row.try_get(3)?,
+    })
+}
+
 fn type_rank(kind: PushCredentialType) -> u8 {
     match kind {
         PushCredentialType::Apn => 0,
@@ -141,11 +154,11 @@ impl SqlStore {
     /// names an app).
     async fn app_in(
         &self,
-        conn: &mut sqlx::AnyConnection,
+        conn: &mut Conn<'_>,
         account_sid: &str,
         name: &AppName,
     ) -> Result<AppRecord> {
-        let rows = sqlx::query(
+        let rows = sql::query(
             "SELECT a.name, a.is_default, a.created_at, a.updated_at, c.credential_type, c.id \
              FROM apps a LEFT JOIN credentials c ON c.account_sid = a.account_sid \
              AND c.app_name = a.name AND c.face = 'push' AND c.is_default = 1 \
@@ -153,13 +166,13 @@ impl SqlStore {
         )
         .bind(account_sid)
         .bind(name.as_str())
-        .fetch_all(&mut *conn)
+        .fetch_all(conn)
         .await?;
-        let mut app = app_from_row(rows.first().ok_or(StoreError::NotFound)?)?;
+        let mut app = app_from_sql_row(rows.first().ok_or(StoreError::NotFound)?)?;
         for row in &rows {
             let (Some(kind), Some(id)) = (
-                row.try_get::<Option<String>, _>(4)?,
-                row.try_get::<Option<String>, _>(5)?,
+                row.try_get::<Option<String>>(4)?,
+                row.try_get::<Option<String>>(5)?,
             ) else {
                 continue;
             };
@@ -226,8 +239,8 @@ impl AppStore for SqlStore {
     }
 
     async fn get_app(&self, account_sid: &str, name: &AppName) -> Result<AppRecord> {
-        let mut conn = self.reader().acquire().await?;
-        self.app_in(&mut conn, account_sid, name).await
+        let mut conn = self.read_conn().await?;
+        self.app_in(&mut conn.conn(), account_sid, name).await
     }
 
     async fn set_app_default(
@@ -239,7 +252,7 @@ impl AppStore for SqlStore {
         let mut tx = self.writer().begin().await?;
         let result: Result<_> = async {
         self.lock_account(&mut tx, account_sid).await?;
-        let app = self.app_in(&mut tx, account_sid, name).await?;
+        let app = self.app_in(&mut Conn::Sqlx(&mut tx), account_sid, name).await?;
         match (is_default, app.is_default) {
             (false, true) => {
                 return Err(StoreError::invalid(
@@ -273,7 +286,7 @@ impl AppStore for SqlStore {
             }
             _ => {}
         }
-        let app = self.app_in(&mut tx, account_sid, name).await?;
+        let app = self.app_in(&mut Conn::Sqlx(&mut tx), account_sid, name).await?;
         Ok(app)
         }
         .await;
@@ -285,25 +298,21 @@ impl AppStore for SqlStore {
         account_sid: &str,
         name: &AppName,
     ) -> Result<Vec<(PushCredentialType, String)>> {
-        let mut apps = [AppRecord {
-            name: name.clone(),
-            is_default: false,
-            default_credentials: Vec::new(),
-            created_at: 0,
-            updated_at: 0,
-        }];
-        self.with_default_credentials(self.reader(), account_sid, &mut apps)
-            .await?;
-        let [app] = apps;
-        Ok(app.default_credentials)
+        let mut conn = self.read_conn().await?;
+        match self.app_in(&mut conn.conn(), account_sid, name).await {
+            Ok(app) => Ok(app.default_credentials),
+            Err(StoreError::NotFound) => Ok(Vec::new()),
+            Err(other) => Err(other),
+        }
     }
 
     async fn account_default_app(&self, account_sid: &str) -> Result<Option<AppName>> {
-        let row = sqlx::query("SELECT name FROM apps WHERE account_sid = $1 AND is_default = 1")
+        let mut conn = self.read_conn().await?;
+        let row = sql::query("SELECT name FROM apps WHERE account_sid = $1 AND is_default = 1")
             .bind(account_sid)
-            .fetch_optional(self.reader())
+            .fetch_optional(&mut conn.conn())
             .await?;
-        row.map(|row| stored_app_name(&row.try_get::<String, _>(0)?))
+        row.map(|row| stored_app_name(&row.try_get::<String>(0)?))
             .transpose()
     }
 }

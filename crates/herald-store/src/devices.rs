@@ -855,12 +855,14 @@ impl DeviceStore for SqlStore {
         };
         let users_json =
             serde_json::to_string(&unique).map_err(|e| StoreError::Config(e.to_string()))?;
-        let found: String = sqlx::query_scalar(&sql)
+        let mut conn = self.read_conn().await?;
+        let found: String = query(&sql)
             .bind(account_sid)
             .bind(app_name.as_str())
             .bind(users_json)
-            .fetch_one(self.reader())
-            .await?;
+            .fetch_one(&mut conn.conn())
+            .await?
+            .try_get(0)?;
         let found: Vec<(String, String, String)> = serde_json::from_str(&found)
             .map_err(|e| StoreError::Config(format!("devices of users: {e}")))?;
         found

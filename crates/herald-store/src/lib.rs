@@ -117,6 +117,8 @@ struct Inner {
     writer: AnyPool,
     /// On SQLite, the queue that batches the hot single-row writes into shared commits.
     group_commit: Option<GroupCommit>,
+    /// On SQLite, the connections of the hot reads ([`SqlStore::read_conn`]); taken by `close`.
+    embedded_readers: std::sync::Mutex<Option<Arc<sqlite::EmbeddedReaders>>>,
     secrets: SecretBox,
     limits: StoreLimits,
 }
@@ -130,14 +132,21 @@ impl SqlStore {
         limits: StoreLimits,
     ) -> Result<Self> {
         sqlx::any::install_default_drivers();
-        let (backend, reader, writer, group_commit) =
+        let (backend, reader, writer, group_commit, embedded_readers) =
             if database_url.starts_with("postgres:") || database_url.starts_with("postgresql:") {
                 let pool = postgres::connect(database_url).await?;
-                (Backend::Postgres, pool.clone(), pool, None)
+                (Backend::Postgres, pool.clone(), pool, None, None)
             } else if database_url.starts_with("sqlite:") {
                 let (reader, writer, path) = sqlite::connect(database_url).await?;
                 let group_commit = GroupCommit::start(writer.clone(), &path)?;
-                (Backend::Sqlite, reader, writer, Some(group_commit))
+                let readers = Arc::new(sqlite::EmbeddedReaders::open(&path)?);
+                (
+                    Backend::Sqlite,
+                    reader,
+                    writer,
+                    Some(group_commit),
+                    Some(readers),
+                )
             } else {
                 return Err(StoreError::Config(format!(
                     "database URL must start with sqlite: or postgres: (got {})",
@@ -149,6 +158,7 @@ impl SqlStore {
                 backend,
                 reader,
                 group_commit,
+                embedded_readers: std::sync::Mutex::new(embedded_readers),
                 writer,
                 secrets: SecretBox::new(master_key),
                 limits,
@@ -173,6 +183,22 @@ impl SqlStore {
     }
     pub(crate) fn group_commit(&self) -> Option<&GroupCommit> {
         self.inner.group_commit.as_ref()
+    }
+
+    /// A connection for a short read on a hot path: on SQLite one of our own, where a statement
+    /// runs on this thread ([`sqlite::EmbeddedReaders`]); otherwise (and after `close`) one of
+    /// the reader pool.
+    pub(crate) async fn read_conn(&self) -> Result<sql::ReadConn> {
+        let embedded = self
+            .inner
+            .embedded_readers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        Ok(match embedded {
+            Some(readers) => sql::ReadConn::Embedded(readers),
+            None => sql::ReadConn::Pool(self.reader().acquire().await?),
+        })
     }
 
     /// Runs `write` as one write transaction, committed when this returns `Ok`; rolled back on
@@ -213,6 +239,14 @@ impl SqlStore {
     /// Closes every connection (SQLite checkpoints its WAL on the last close): the group
     /// commit's first, after the writes queued before this call.
     pub async fn close(&self) {
+        // Closed before the others: SQLite checkpoints the WAL when its last connection closes.
+        drop(
+            self.inner
+                .embedded_readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take(),
+        );
         if let Some(group) = self.group_commit() {
             group.close().await;
         }

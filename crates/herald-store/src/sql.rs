@@ -18,13 +18,29 @@ use sqlx::{AnyConnection, Row as _};
 
 use crate::{Result, StoreError};
 
-/// Where a write transaction's statements run.
+/// Where a transaction's (or a read's) statements run.
 pub(crate) enum Conn<'c> {
-    /// A sqlx connection (inside the caller's transaction).
+    /// A sqlx connection (inside the caller's transaction, or taken from the reader pool).
     Sqlx(&'c mut AnyConnection),
-    /// The group commit's own SQLite connection, used only on the group commit's thread (the
-    /// mutex is never contended; it makes the reference shareable with `Send` futures).
+    /// A SQLite connection of our own: the group commit's, used only on the group commit's thread
+    /// (the mutex is never contended; it makes the reference shareable with `Send` futures), or
+    /// an embedded reader's, locked by each statement while it runs.
     Sqlite(&'c Mutex<rusqlite::Connection>),
+}
+
+/// A connection taken for a read ([`crate::SqlStore::read_conn`]).
+pub(crate) enum ReadConn {
+    Pool(sqlx::pool::PoolConnection<sqlx::Any>),
+    Embedded(std::sync::Arc<crate::sqlite::EmbeddedReaders>),
+}
+
+impl ReadConn {
+    pub(crate) fn conn(&mut self) -> Conn<'_> {
+        match self {
+            ReadConn::Pool(conn) => Conn::Sqlx(&mut **conn),
+            ReadConn::Embedded(readers) => Conn::Sqlite(readers.pick()),
+        }
+    }
 }
 
 impl Conn<'_> {
@@ -319,7 +335,7 @@ fn changes(conn: &rusqlite::Connection, statement: &rusqlite::Statement<'_>) -> 
     }
 }
 
-/// The group commit's connection (never contended; see [`Conn::Sqlite`]).
+/// A connection of our own (see [`Conn::Sqlite`]).
 fn lock(conn: &Mutex<rusqlite::Connection>) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
     conn.lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)

@@ -5,6 +5,8 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyPool, Executor};
@@ -83,6 +85,52 @@ pub(crate) fn open_group_commit_connection(path: &Path) -> Result<rusqlite::Conn
     Ok(conn)
 }
 
+/// How many connections [`EmbeddedReaders`] opens.
+const EMBEDDED_READERS: usize = 4;
+
+/// SQLite connections of our own for the reads on the hot paths (the app of each send, the
+/// devices of a planning step's users), run on the calling thread: a function call of some
+/// microseconds. Through sqlx each read is two hand-offs to a worker thread and back, the query
+/// and the ping sqlx makes on every connection handed back to its pool.
+pub(crate) struct EmbeddedReaders {
+    conns: Vec<Mutex<rusqlite::Connection>>,
+    next: AtomicUsize,
+}
+
+impl EmbeddedReaders {
+    pub(crate) fn open(path: &Path) -> Result<EmbeddedReaders> {
+        let conns = (0..EMBEDDED_READERS)
+            .map(|_| {
+                let conn = rusqlite::Connection::open_with_flags(
+                    path,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                conn.execute_batch(PRAGMAS)?;
+                // Reads only: a write through here would bypass the group commit.
+                conn.execute_batch("PRAGMA query_only = ON")?;
+                conn.set_prepared_statement_cache_capacity(64);
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(EmbeddedReaders {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// A connection for one read: a free one if there is one (a statement holds its connection's
+    /// lock only while it runs), else the next in turn.
+    pub(crate) fn pick(&self) -> &Mutex<rusqlite::Connection> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        (0..n)
+            .map(|i| &self.conns[(start + i) % n])
+            .find(|conn| conn.try_lock().is_ok())
+            .unwrap_or(&self.conns[start % n])
+    }
+}
+
 /// How often the background checkpoint runs.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
@@ -147,5 +195,44 @@ mod tests {
         );
         reader.close().await;
         writer.close().await;
+    }
+
+    /// The embedded readers see every commit at once (no snapshot is kept between reads),
+    /// refuse writes (those go through the group commit), and are closed with the store.
+    #[tokio::test]
+    async fn embedded_readers_read_each_commit_and_never_write() {
+        use crate::AccountStore;
+        use crate::sql::{ReadConn, query};
+
+        let db = crate::testing::TestDatabase::sqlite().await;
+        let store = db.store().await;
+        async fn count(conn: &mut ReadConn) -> i64 {
+            query("SELECT count(*) FROM accounts")
+                .fetch_one(&mut conn.conn())
+                .await
+                .unwrap()
+                .try_get::<i64>(0)
+                .unwrap()
+        }
+        let mut conn = store.read_conn().await.unwrap();
+        assert!(matches!(conn, ReadConn::Embedded(_)));
+        let before = count(&mut conn).await;
+        for expected in before + 1..=before + 3 {
+            store.create_account(None).await.unwrap();
+            assert_eq!(count(&mut conn).await, expected);
+        }
+        let refused = query("DELETE FROM accounts")
+            .execute(&mut conn.conn())
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("readonly"), "{refused}");
+        assert_eq!(count(&mut conn).await, before + 3);
+        drop(conn);
+
+        let wal = db.dir().join("herald.db-wal");
+        store.close().await;
+        assert!(!wal.exists(), "WAL left after close");
+        // Closed: the read falls back to the reader pool, which is closed too.
+        assert!(store.read_conn().await.is_err());
     }
 }
