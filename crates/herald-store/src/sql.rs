@@ -37,7 +37,7 @@ pub(crate) enum ReadConn {
 impl ReadConn {
     pub(crate) fn conn(&mut self) -> Conn<'_> {
         match self {
-            ReadConn::Pool(conn) => Conn::Sqlx(&mut **conn),
+            ReadConn::Pool(conn) => Conn::Sqlx(conn),
             ReadConn::Embedded(readers) => Conn::Sqlite(readers.pick()),
         }
     }
