@@ -832,8 +832,9 @@ impl DeviceStore for SqlStore {
             Backend::Sqlite => "json_each($3) AS u",
             Backend::Postgres => "json_array_elements_text($3::text::json) AS u(value)",
         };
-        // The devices come back as one JSON array in one row: each row is a hand-off from
-        // SQLite's worker thread, and a planning step reads a thousand.
+        // The devices come back as one JSON array in one row: through sqlx each row is a hand-off
+        // from SQLite's worker thread (or a message from PostgreSQL), and a planning step reads a
+        // thousand.
         let rows = format!(
             "SELECT r.user_id AS user_id, d.provider AS provider, d.token AS token, \
              d.created_at AS created_at \
@@ -855,14 +856,14 @@ impl DeviceStore for SqlStore {
         };
         let users_json =
             serde_json::to_string(&unique).map_err(|e| StoreError::Config(e.to_string()))?;
-        let mut conn = self.read_conn().await?;
-        let found: String = query(&sql)
+        // On sqlx's reader pool, not an embedded reader: a thousand users' join, sort and JSON
+        // take milliseconds, too long to run on an async worker thread.
+        let found: String = sqlx::query_scalar(&sql)
             .bind(account_sid)
             .bind(app_name.as_str())
             .bind(users_json)
-            .fetch_one(&mut conn.conn())
-            .await?
-            .try_get(0)?;
+            .fetch_one(self.reader())
+            .await?;
         let found: Vec<(String, String, String)> = serde_json::from_str(&found)
             .map_err(|e| StoreError::Config(format!("devices of users: {e}")))?;
         found

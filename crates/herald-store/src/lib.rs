@@ -138,8 +138,8 @@ impl SqlStore {
                 (Backend::Postgres, pool.clone(), pool, None, None)
             } else if database_url.starts_with("sqlite:") {
                 let (reader, writer, path) = sqlite::connect(database_url).await?;
-                let group_commit = GroupCommit::start(writer.clone(), &path)?;
                 let readers = Arc::new(sqlite::EmbeddedReaders::open(&path)?);
+                let group_commit = GroupCommit::start(writer.clone(), &path)?;
                 (
                     Backend::Sqlite,
                     reader,
@@ -236,8 +236,8 @@ impl SqlStore {
         &self.inner.limits
     }
 
-    /// Closes every connection (SQLite checkpoints its WAL on the last close): the group
-    /// commit's first, after the writes queued before this call.
+    /// Closes every connection (SQLite checkpoints its WAL on the last close): the embedded
+    /// readers first, then the group commit's, after the writes queued before this call.
     pub async fn close(&self) {
         // Closed before the others: SQLite checkpoints the WAL when its last connection closes.
         drop(

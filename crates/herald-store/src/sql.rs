@@ -1,10 +1,12 @@
-//! The statements of write transactions, run on either of two kinds of connection.
+//! The statements of write transactions and hot reads, run on either of two kinds of connection.
 //!
-//! On PostgreSQL (and on SQLite outside the group commit) a statement goes through sqlx. On
+//! On PostgreSQL (and for SQLite's other reads and writes) a statement goes through sqlx. On
 //! SQLite the group commit runs its transactions on a connection of its own, opened with
-//! `rusqlite` on its own thread ([`crate::group_commit`]): there a statement is a function call.
-//! Through sqlx every SQLite statement is a hand-off to sqlx's worker thread and back, and those
-//! hand-offs, not SQLite, were most of the CPU of a send (see BENCHMARKS.md).
+//! `rusqlite` on its own thread ([`crate::group_commit`]), and the hot point reads run on
+//! `rusqlite` connections of the store's own ([`crate::sqlite::EmbeddedReaders`]): there a
+//! statement is a function call. Through sqlx every SQLite statement is a hand-off to sqlx's
+//! worker thread and back, and those hand-offs, not SQLite, were most of the CPU of a send (see
+//! BENCHMARKS.md).
 //!
 //! [`query`] mirrors `sqlx::query` (`$N` parameters, `bind`, `execute`, `fetch_*`), so one body
 //! of SQL and code serves both. One statement per query: SQLite's connection would silently
@@ -44,7 +46,8 @@ impl ReadConn {
 }
 
 impl Conn<'_> {
-    /// True on the group commit's own SQLite connection, where a statement is a function call:
+    /// True on a SQLite connection of our own (the group commit's, an embedded reader's), where a
+    /// statement is a function call:
     /// there one prepared statement run per row costs less than building a JSON list of the rows
     /// and having SQLite parse it (which PostgreSQL, a round trip away, still gets).
     pub(crate) fn is_embedded(&self) -> bool {
@@ -195,8 +198,8 @@ impl<'q> Query<'q> {
                 let mut all = Vec::new();
                 while let Some(row) = rows.next()? {
                     let values = (0..columns)
-                        .map(|i| row.get_ref(i).map(rusqlite::types::Value::from))
-                        .collect::<rusqlite::Result<Vec<_>>>()?;
+                        .map(|i| owned_value(row.get_ref(i)?))
+                        .collect::<Result<Vec<_>>>()?;
                     all.push(Row::Sqlite(values));
                 }
                 Ok(all)
@@ -335,6 +338,18 @@ fn changes(conn: &rusqlite::Connection, statement: &rusqlite::Statement<'_>) -> 
     }
 }
 
+/// A column's value, owned. Text that is not UTF-8 is an error (rusqlite's `From` would panic,
+/// on an API thread for an embedded reader).
+fn owned_value(value: rusqlite::types::ValueRef<'_>) -> Result<rusqlite::types::Value> {
+    Ok(match value {
+        rusqlite::types::ValueRef::Text(bytes) => rusqlite::types::Value::Text(
+            String::from_utf8(bytes.to_vec())
+                .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))?,
+        ),
+        other => other.into(),
+    })
+}
+
 /// A connection of our own (see [`Conn::Sqlite`]).
 fn lock(conn: &Mutex<rusqlite::Connection>) -> std::sync::MutexGuard<'_, rusqlite::Connection> {
     conn.lock()
@@ -444,5 +459,22 @@ mod tests {
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].try_get::<i64>(0).unwrap(), 2);
         assert_eq!(left[0].try_get::<String>(1).unwrap(), "w");
+    }
+
+    /// Text that is not UTF-8 is an error from a fetch on our own connection, not a panic.
+    #[tokio::test]
+    async fn text_that_is_not_utf8_is_an_error() {
+        let (_dir, _sqlx_conn, conn) = both().await;
+        query("INSERT INTO t (x, y) VALUES (1, CAST(x'ff' AS TEXT))")
+            .execute(&mut Conn::Sqlite(&conn))
+            .await
+            .unwrap();
+        let error = query("SELECT y FROM t")
+            .fetch_all(&mut Conn::Sqlite(&conn))
+            .await
+            .err()
+            .expect("not UTF-8");
+        assert!(error.to_string().contains("utf-8"), "{error}");
+        assert!(!conn.is_poisoned());
     }
 }

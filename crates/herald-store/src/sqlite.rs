@@ -1,12 +1,12 @@
 //! SQLite specifics: one file in WAL mode with `synchronous=FULL` (a commit is on disk before we
-//! answer), a single sqlx writer connection, the group commit's own connection, a few readers,
-//! and WAL checkpoints run by a reader connection in the background rather than by the writers'
-//! commits.
+//! answer), a single sqlx writer connection, the group commit's own connection, a few sqlx
+//! readers, the embedded readers of the hot point reads, and WAL checkpoints run by a reader
+//! connection in the background rather than by the writers' commits.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, TryLockError};
 
 use sqlx::any::AnyConnectOptions;
 use sqlx::{AnyPool, Executor};
@@ -85,13 +85,20 @@ pub(crate) fn open_group_commit_connection(path: &Path) -> Result<rusqlite::Conn
     Ok(conn)
 }
 
-/// How many connections [`EmbeddedReaders`] opens.
+/// How many connections [`EmbeddedReaders`] opens at least (and one per core beyond that, so
+/// that the runtime's workers do not queue for them).
 const EMBEDDED_READERS: usize = 4;
 
-/// SQLite connections of our own for the reads on the hot paths (the app of each send, the
-/// devices of a planning step's users), run on the calling thread: a function call of some
-/// microseconds. Through sqlx each read is two hand-offs to a worker thread and back, the query
-/// and the ping sqlx makes on every connection handed back to its pool.
+/// How long a statement on an embedded reader waits for a lock held by another process (a WAL
+/// reader waits only for recovery or another process's exclusive lock): it waits on an async
+/// worker thread, so not the 10 s of the other connections.
+const EMBEDDED_BUSY_TIMEOUT_MS: u32 = 250;
+
+/// SQLite connections of our own for point reads on the hot paths (the app and default
+/// credentials of each send, the account's default app), run on the calling thread: a function
+/// call of some microseconds. Through sqlx each read is two hand-offs to a worker thread and
+/// back, the query and the ping sqlx makes on every connection handed back to its pool. Longer
+/// reads stay on sqlx's pool: they would hold an async worker thread.
 pub(crate) struct EmbeddedReaders {
     conns: Vec<Mutex<rusqlite::Connection>>,
     next: AtomicUsize,
@@ -99,7 +106,9 @@ pub(crate) struct EmbeddedReaders {
 
 impl EmbeddedReaders {
     pub(crate) fn open(path: &Path) -> Result<EmbeddedReaders> {
-        let conns = (0..EMBEDDED_READERS)
+        let count = std::thread::available_parallelism()
+            .map_or(EMBEDDED_READERS, |n| n.get().max(EMBEDDED_READERS));
+        let conns = (0..count)
             .map(|_| {
                 let conn = rusqlite::Connection::open_with_flags(
                     path,
@@ -109,6 +118,9 @@ impl EmbeddedReaders {
                 conn.execute_batch(PRAGMAS)?;
                 // Reads only: a write through here would bypass the group commit.
                 conn.execute_batch("PRAGMA query_only = ON")?;
+                conn.busy_timeout(std::time::Duration::from_millis(
+                    EMBEDDED_BUSY_TIMEOUT_MS.into(),
+                ))?;
                 conn.set_prepared_statement_cache_capacity(64);
                 Ok(Mutex::new(conn))
             })
@@ -125,8 +137,9 @@ impl EmbeddedReaders {
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let n = self.conns.len();
         (0..n)
-            .map(|i| &self.conns[(start + i) % n])
-            .find(|conn| conn.try_lock().is_ok())
+            .map(|i| &self.conns[start.wrapping_add(i) % n])
+            // A poisoned lock is free too (statements take it with `into_inner`).
+            .find(|conn| !matches!(conn.try_lock(), Err(TryLockError::WouldBlock)))
             .unwrap_or(&self.conns[start % n])
     }
 }
@@ -230,6 +243,7 @@ mod tests {
         drop(conn);
 
         let wal = db.dir().join("herald.db-wal");
+        assert!(wal.exists(), "WAL before close");
         store.close().await;
         assert!(!wal.exists(), "WAL left after close");
         // Closed: the read falls back to the reader pool, which is closed too.
