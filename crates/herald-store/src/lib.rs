@@ -250,8 +250,16 @@ impl SqlStore {
         if let Some(group) = self.group_commit() {
             group.close().await;
         }
-        self.inner.writer.close().await;
-        self.inner.reader.close().await;
+        // Twice: sqlx 0.8's `Pool::close` closes the idle connections, then waits until every
+        // checked-out one is back, but leaves idle one that came back during that wait (the
+        // group commit's turn, handed back as it closed; a read that was finishing). Such a
+        // connection stayed open, so the last close was not the last and the WAL was left
+        // behind (`closing_a_sqlite_store_checkpoints_and_removes_the_wal` failed ~1 run in 4).
+        // The second call finds every connection idle or closed and closes the idle ones.
+        for pool in [&self.inner.writer, &self.inner.reader] {
+            pool.close().await;
+            pool.close().await;
+        }
     }
 }
 
