@@ -62,6 +62,8 @@ pub struct AppState {
     pub config: Arc<ApiConfig>,
     pub(crate) auth: Arc<AuthCache>,
     pub(crate) limiter: Arc<RateLimiter>,
+    /// Apps' providers as sends check them; cleared by this node's credential and app writes.
+    pub(crate) app_senders: Arc<push::send::AppSenderCache>,
     pub pages: Arc<PageTokens>,
     /// Notified after a send is stored, so the delivery engine plans it without waiting for its
     /// next poll. The binary hands the same `Notify` to the engine.
@@ -73,6 +75,7 @@ impl AppState {
         Self {
             auth: Arc::new(AuthCache::new(config.auth_cache_ttl)),
             limiter: Arc::new(RateLimiter::new(config.rate_limit.clone())),
+            app_senders: Arc::default(),
             pages: Arc::new(PageTokens::new(
                 &master_key.derive_key("herald page tokens v1"),
             )),

@@ -495,3 +495,43 @@ async fn a_flood_of_problems_is_capped_with_a_count() {
         assert_eq!(operation_count(&server, &server.auth).await, 0);
     }
 }
+
+/// An app's providers are cached between sends (`AppSenderCache`), but a credential written
+/// through this node's API counts for the next send at once, and one written elsewhere (here:
+/// straight to the store, as another node would) within the cache's second.
+#[tokio::test]
+async fn credential_changes_count_for_the_next_send() {
+    const CREDENTIALS: &str = "/v1/PushNotifications/Credentials";
+    for server in TestServer::all().await {
+        let mut send = body();
+        send["from"] = json!({"appName": "cache"});
+        let create = json!({"credentialType": "FCM", "appName": "cache",
+            "content": fixture("fcm-content.json")});
+        let (status, created) = call(server.post_json(CREDENTIALS, &create)).await;
+        assert_eq!(status, 202, "{created}");
+        let id = created["resourceId"].as_str().unwrap().to_owned();
+        for _ in 0..2 {
+            let (status, answer) = call(server.post_json(SEND, &send)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        // The app's last credential deleted through the API: the app is gone for the next send.
+        let (status, answer) = call(server.delete(&format!("{CREDENTIALS}/{id}"))).await;
+        assert!((200..300).contains(&status), "{status} {answer}");
+        let (status, answer) = call(server.post_json(SEND, &send)).await;
+        assert_push_error(status, &answer, 400, 20001, Some("from.appName"));
+
+        // Made again, and deleted behind the API's back: seen once the cache's second is over.
+        let (status, created) = call(server.post_json(CREDENTIALS, &create)).await;
+        assert_eq!(status, 202, "{created}");
+        let (status, answer) = call(server.post_json(SEND, &send)).await;
+        assert_eq!(status, 202, "{answer}");
+        server
+            .store
+            .delete_credential(&server.auth.0, created["resourceId"].as_str().unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        let (status, answer) = call(server.post_json(SEND, &send)).await;
+        assert_push_error(status, &answer, 400, 20001, Some("from.appName"));
+    }
+}

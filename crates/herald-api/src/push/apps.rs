@@ -115,6 +115,7 @@ async fn update(
         .set_app_default(&caller.account_sid, &name, is_default)
         .await
         .map_err(or_not_found(NOT_FOUND))?;
+    state.app_senders.clear();
     if is_default {
         tracing::info!(account = %caller.account_sid, app = %app.name, "default app set");
     }

@@ -239,6 +239,7 @@ async fn create(
             },
         )
         .await?;
+    state.app_senders.clear();
     tracing::info!(
         account = %caller.account_sid,
         credential = %record.id,
@@ -315,6 +316,7 @@ async fn update(
         )
         .await
         .map_err(or_not_found(NOT_FOUND))?;
+    state.app_senders.clear();
     if record.content_version != current.content_version {
         tracing::info!(
             account = %caller.account_sid,
@@ -337,6 +339,7 @@ async fn remove(
         .delete_credential(&caller.account_sid, &id)
         .await
         .map_err(or_not_found(NOT_FOUND))?;
+    state.app_senders.clear();
     tracing::info!(
         account = %caller.account_sid,
         credential = %id,

@@ -7,7 +7,7 @@ mod events;
 mod notifications;
 mod operations;
 mod query;
-mod send;
+pub(crate) mod send;
 mod users;
 
 use axum::Router;

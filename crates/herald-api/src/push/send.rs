@@ -1,6 +1,10 @@
 //! `POST /v1/PushNotifications`: validate a send request, resolve its sender, check payload sizes,
 //! store it as an operation (idempotently with `Idempotency-Key`) and answer 202.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -166,6 +170,51 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The providers of apps found recently, so that a busy sender does not cost an app read per
+/// send (it was ~9 % of `herald serve`'s CPU in the accept benchmark). Only apps found are kept,
+/// for [`APP_SENDER_TTL`]; this node's credential and app writes clear the cache, so here a
+/// change counts at once, and another node's within the TTL: the same window as a credential
+/// deleted just after a send was accepted (its notifications then fail `credential-deleted`).
+#[derive(Default)]
+pub(crate) struct AppSenderCache {
+    /// Account → app name → providers, and when they were read.
+    entries: Mutex<HashMap<String, AppSenders>>,
+}
+
+/// One account's apps in [`AppSenderCache`].
+type AppSenders = HashMap<String, (SenderProviders, Instant)>;
+
+/// How long an app's providers are trusted without reading them again.
+pub(crate) const APP_SENDER_TTL: Duration = Duration::from_secs(1);
+
+impl AppSenderCache {
+    fn get(&self, account: &str, app: &str) -> Option<SenderProviders> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let (providers, at) = entries.get(account)?.get(app)?;
+        (at.elapsed() < APP_SENDER_TTL).then_some(*providers)
+    }
+
+    fn put(&self, account: &str, app: &str, providers: SenderProviders) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() > 10_000 {
+            entries.clear();
+        }
+        let apps = entries.entry(account.to_owned()).or_default();
+        if apps.len() > 10_000 {
+            apps.clear();
+        }
+        apps.insert(app.to_owned(), (providers, Instant::now()));
+    }
+
+    /// Forgets every app (after a credential or app write on this node).
+    pub(crate) fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
 /// Which providers the sender has a credential for.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SenderProviders {
@@ -254,8 +303,15 @@ async fn app_sender(
     app_name: &AppName,
     context: &str,
 ) -> Result<SenderProviders, PushError> {
+    if let Some(providers) = state.app_senders.get(account, app_name.as_str()) {
+        return Ok(providers);
+    }
     match state.store.get_app(account, app_name).await {
-        Ok(app) => Ok(app_providers(&app.default_credentials)),
+        Ok(app) => {
+            let providers = app_providers(&app.default_credentials);
+            state.app_senders.put(account, app_name.as_str(), providers);
+            Ok(providers)
+        }
         Err(StoreError::NotFound) => Err(PushError::invalid(
             context,
             format!("app {:?} does not exist", app_name.as_str()),
