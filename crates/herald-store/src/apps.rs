@@ -150,7 +150,7 @@ impl SqlStore {
         Ok(())
     }
 
-    /// One app with its default credentials, in one query (`get_app` runs for every send that
+    /// One app with its default credentials, in one query (`get_app` runs for each send that
     /// names an app).
     async fn app_in(
         &self,

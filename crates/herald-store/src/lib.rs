@@ -250,15 +250,29 @@ impl SqlStore {
         if let Some(group) = self.group_commit() {
             group.close().await;
         }
-        // Twice: sqlx 0.8's `Pool::close` closes the idle connections, then waits until every
-        // checked-out one is back, but leaves idle one that came back during that wait (the
-        // group commit's turn, handed back as it closed; a read that was finishing). Such a
-        // connection stayed open, so the last close was not the last and the WAL was left
+        // Until the pool is empty: sqlx 0.8's `Pool::close` closes the idle connections, then
+        // waits for the checked-out ones, but leaves open one that comes back idle during that
+        // wait (the group commit's turn, handed back as it closed; a read that was finishing),
+        // and its permit count can let it return while one is still out (sqlx issue #3217).
+        // Such a connection stayed open, so the last close was not the last and the WAL was left
         // behind (`closing_a_sqlite_store_checkpoints_and_removes_the_wal` failed ~1 run in 4).
-        // The second call finds every connection idle or closed and closes the idle ones.
+        // `size()` counts a connection until its close has finished.
         for pool in [&self.inner.writer, &self.inner.reader] {
-            pool.close().await;
-            pool.close().await;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                pool.close().await;
+                if pool.size() == 0 {
+                    break;
+                }
+                if std::time::Instant::now() >= deadline {
+                    tracing::warn!(
+                        open = pool.size(),
+                        "database connections still open after 5 s of closing"
+                    );
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
         }
     }
 }

@@ -173,45 +173,66 @@ fn hex(bytes: &[u8]) -> String {
 /// The providers of apps found recently, so that a busy sender does not cost an app read per
 /// send (it was ~9 % of `herald serve`'s CPU in the accept benchmark). Only apps found are kept,
 /// for [`APP_SENDER_TTL`]; this node's credential and app writes clear the cache, so here a
-/// change counts at once, and another node's within the TTL: the same window as a credential
-/// deleted just after a send was accepted (its notifications then fail `credential-deleted`).
+/// change counts for the sends that start after it, and another node's within the TTL: the same
+/// window as a credential deleted just after a send was accepted (its recipients then end
+/// unaddressable at planning).
 #[derive(Default)]
 pub(crate) struct AppSenderCache {
-    /// Account → app name → providers, and when they were read.
-    entries: Mutex<HashMap<String, AppSenders>>,
+    inner: Mutex<AppSenders>,
 }
 
-/// One account's apps in [`AppSenderCache`].
-type AppSenders = HashMap<String, (SenderProviders, Instant)>;
+#[derive(Default)]
+struct AppSenders {
+    /// `account \n app name` → providers, and when they were read.
+    entries: HashMap<String, (SenderProviders, Instant)>,
+    /// Bumped by every clear: a read that started before a clear is not stored after it.
+    generation: u64,
+}
 
 /// How long an app's providers are trusted without reading them again.
 pub(crate) const APP_SENDER_TTL: Duration = Duration::from_secs(1);
 
+/// How many apps the cache holds at most.
+const APP_SENDER_ENTRIES: usize = 10_000;
+
 impl AppSenderCache {
-    fn get(&self, account: &str, app: &str) -> Option<SenderProviders> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (providers, at) = entries.get(account)?.get(app)?;
-        (at.elapsed() < APP_SENDER_TTL).then_some(*providers)
+    fn key(account: &str, app: &str) -> String {
+        format!("{account}\n{app}")
     }
 
-    fn put(&self, account: &str, app: &str, providers: SenderProviders) {
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() > 10_000 {
-            entries.clear();
+    /// The app's providers if known, else the generation to hand [`AppSenderCache::put`].
+    fn get(&self, account: &str, app: &str) -> Result<SenderProviders, u64> {
+        let cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match cache.entries.get(&Self::key(account, app)) {
+            Some((providers, at)) if at.elapsed() < APP_SENDER_TTL => Ok(*providers),
+            _ => Err(cache.generation),
         }
-        let apps = entries.entry(account.to_owned()).or_default();
-        if apps.len() > 10_000 {
-            apps.clear();
+    }
+
+    /// Keeps what a read begun at `generation` found, unless the cache was cleared meanwhile.
+    fn put(&self, account: &str, app: &str, providers: SenderProviders, generation: u64) {
+        let mut cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.generation != generation {
+            return;
         }
-        apps.insert(app.to_owned(), (providers, Instant::now()));
+        if cache.entries.len() >= APP_SENDER_ENTRIES {
+            cache
+                .entries
+                .retain(|_, (_, at)| at.elapsed() < APP_SENDER_TTL);
+            if cache.entries.len() >= APP_SENDER_ENTRIES {
+                cache.entries.clear();
+            }
+        }
+        cache
+            .entries
+            .insert(Self::key(account, app), (providers, Instant::now()));
     }
 
     /// Forgets every app (after a credential or app write on this node).
     pub(crate) fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        let mut cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        cache.entries.clear();
+        cache.generation += 1;
     }
 }
 
@@ -303,13 +324,16 @@ async fn app_sender(
     app_name: &AppName,
     context: &str,
 ) -> Result<SenderProviders, PushError> {
-    if let Some(providers) = state.app_senders.get(account, app_name.as_str()) {
-        return Ok(providers);
-    }
+    let generation = match state.app_senders.get(account, app_name.as_str()) {
+        Ok(providers) => return Ok(providers),
+        Err(generation) => generation,
+    };
     match state.store.get_app(account, app_name).await {
         Ok(app) => {
             let providers = app_providers(&app.default_credentials);
-            state.app_senders.put(account, app_name.as_str(), providers);
+            state
+                .app_senders
+                .put(account, app_name.as_str(), providers, generation);
             Ok(providers)
         }
         Err(StoreError::NotFound) => Err(PushError::invalid(
@@ -531,4 +555,30 @@ fn render_recipient(
     let title = render("title", &request.content.title)?;
     let body = render("body", &request.content.body)?;
     Ok(push_message(request, title, body))
+}
+
+#[cfg(test)]
+mod app_sender_cache_tests {
+    use super::*;
+
+    /// A read that began before a clear is not kept after it (it may have seen the app as it was
+    /// before the write that cleared the cache); one that began after is.
+    #[test]
+    fn a_read_from_before_a_clear_is_not_kept() {
+        let cache = AppSenderCache::default();
+        let apn_only = SenderProviders {
+            apn: true,
+            fcm: false,
+        };
+        let before = cache.get("AC1", "shop").unwrap_err();
+        cache.clear();
+        cache.put("AC1", "shop", apn_only, before);
+        let after = cache.get("AC1", "shop").unwrap_err();
+        assert_ne!(before, after);
+        cache.put("AC1", "shop", apn_only, after);
+        assert!(cache.get("AC1", "shop").is_ok_and(|p| p.apn && !p.fcm));
+        // Per account and app.
+        assert!(cache.get("AC2", "shop").is_err());
+        assert!(cache.get("AC1", "games").is_err());
+    }
 }
