@@ -7,7 +7,6 @@ use herald_core::AppName;
 use herald_core::credential_content::PushCredentialType;
 use herald_core::time::now_ms;
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use crate::credentials::{Arg, bind_all, finish, stored_app_name};
 use crate::sql::{self, Conn};
@@ -73,19 +72,8 @@ pub trait AppStore {
 
 const APP_COLUMNS: &str = "name, is_default, created_at, updated_at";
 
-fn app_from_row(row: &AnyRow) -> Result<AppRecord> {
-    let name: String = row.try_get(0)?;
-    Ok(AppRecord {
-        name: stored_app_name(&name)?,
-        is_default: row.try_get::<i64, _>(1)? != 0,
-        default_credentials: Vec::new(),
-        created_at: row.try_get(2)?,
-        updated_at: row.try_get(3)?,
-    })
-}
-
-/// [`app_from_row`] for a row read through [`sql::query`].
-fn app_from_sql_row(row: &sql::Row) -> Result<AppRecord> {
+/// An app's row (its `APP_COLUMNS` first), from either kind of connection.
+fn app_from_row(row: &sql::Row) -> Result<AppRecord> {
     let name: String = row.try_get(0)?;
     Ok(AppRecord {
         name: stored_app_name(&name)?,
@@ -168,7 +156,7 @@ impl SqlStore {
         .bind(name.as_str())
         .fetch_all(conn)
         .await?;
-        let mut app = app_from_sql_row(rows.first().ok_or(StoreError::NotFound)?)?;
+        let mut app = app_from_row(rows.first().ok_or(StoreError::NotFound)?)?;
         for row in &rows {
             let (Some(kind), Some(id)) = (
                 row.try_get::<Option<String>>(4)?,
@@ -227,7 +215,10 @@ impl AppStore for SqlStore {
         let rows = bind_all(sqlx::query(&sql), &args)
             .fetch_all(&mut *conn)
             .await?;
-        let apps = rows.iter().map(app_from_row).collect::<Result<Vec<_>>>()?;
+        let apps = rows
+            .into_iter()
+            .map(|row| app_from_row(&sql::Row::from(row)))
+            .collect::<Result<Vec<_>>>()?;
         let mut page = Page::from_rows(apps, page.limit, |app| Cursor {
             at: app.created_at,
             id: app.name.as_str().to_owned(),

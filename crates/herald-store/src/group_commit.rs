@@ -319,6 +319,14 @@ fn not_stored() -> StoreError {
 mod tests {
     use super::*;
 
+    /// Inserts `i` into the tests' table `t`.
+    async fn insert_into_t(conn: &mut crate::sql::Conn<'_>, i: i64) -> Result<u64> {
+        crate::sql::query("INSERT INTO t (x) VALUES ($1)")
+            .bind(i)
+            .execute(conn)
+            .await
+    }
+
     /// A new SQLite file made by `schema` (through the sqlx writer pool, which is returned), and
     /// a group commit on it.
     async fn started(schema: &str) -> (tempfile::TempDir, AnyPool, GroupCommit) {
@@ -343,10 +351,7 @@ mod tests {
                 group
                     .write(move |conn| {
                         Box::pin(async move {
-                            crate::sql::query("INSERT INTO t (x) VALUES ($1)")
-                                .bind(i)
-                                .execute(conn)
-                                .await?;
+                            insert_into_t(conn, i).await?;
                             if i % 2 == 1 {
                                 return Err(StoreError::invalid("x", "odd"));
                             }
@@ -422,14 +427,7 @@ mod tests {
                 let group = group.clone();
                 tokio::spawn(async move {
                     group
-                        .write(move |conn| {
-                            Box::pin(async move {
-                                crate::sql::query("INSERT INTO t (x) VALUES ($1)")
-                                    .bind(i)
-                                    .execute(conn)
-                                    .await
-                            })
-                        })
+                        .write(move |conn| Box::pin(insert_into_t(conn, i)))
                         .await
                 })
             })

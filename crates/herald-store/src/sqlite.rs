@@ -73,16 +73,21 @@ pub(crate) async fn connect(url: &str) -> Result<(AnyPool, AnyPool, PathBuf)> {
     Ok((reader, writer, path))
 }
 
-/// The group commit's own connection to the (migrated) database at `path`, with the settings of
-/// the others and room in its statement cache for every hot statement.
-pub(crate) fn open_group_commit_connection(path: &Path) -> Result<rusqlite::Connection> {
+/// A `rusqlite` connection of the store's own to the (migrated) database at `path`, with the
+/// settings of the others and room for `statements` in its statement cache.
+fn open_own_connection(path: &Path, statements: usize) -> Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open_with_flags(
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.execute_batch(PRAGMAS)?;
-    conn.set_prepared_statement_cache_capacity(256);
+    conn.set_prepared_statement_cache_capacity(statements);
     Ok(conn)
+}
+
+/// The group commit's own connection, with room in its statement cache for every hot statement.
+pub(crate) fn open_group_commit_connection(path: &Path) -> Result<rusqlite::Connection> {
+    open_own_connection(path, 256)
 }
 
 /// How many connections [`EmbeddedReaders`] opens at least (and one per core beyond that, so
@@ -95,8 +100,8 @@ const EMBEDDED_READERS: usize = 4;
 const EMBEDDED_BUSY_TIMEOUT_MS: u32 = 250;
 
 /// SQLite connections of our own for point reads on the hot paths (the app and default
-/// credentials of a send when the API's one-second cache misses, the account's default app), run on the calling thread: a function
-/// call of some microseconds. Through sqlx each read is two hand-offs to a worker thread and
+/// credentials of a send when the API's one-second cache misses, the account's default app),
+/// run on the calling thread: a function call of some microseconds. Through sqlx each read is two hand-offs to a worker thread and
 /// back, the query and the ping sqlx makes on every connection handed back to its pool. Longer
 /// reads stay on sqlx's pool: they would hold an async worker thread.
 pub(crate) struct EmbeddedReaders {
@@ -110,18 +115,12 @@ impl EmbeddedReaders {
             .map_or(EMBEDDED_READERS, |n| n.get().max(EMBEDDED_READERS));
         let conns = (0..count)
             .map(|_| {
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )?;
-                conn.execute_batch(PRAGMAS)?;
+                let conn = open_own_connection(path, 64)?;
                 // Reads only: a write through here would bypass the group commit.
                 conn.execute_batch("PRAGMA query_only = ON")?;
                 conn.busy_timeout(std::time::Duration::from_millis(
                     EMBEDDED_BUSY_TIMEOUT_MS.into(),
                 ))?;
-                conn.set_prepared_statement_cache_capacity(64);
                 Ok(Mutex::new(conn))
             })
             .collect::<Result<Vec<_>>>()?;
