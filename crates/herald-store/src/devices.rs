@@ -830,7 +830,7 @@ impl DeviceStore for SqlStore {
         // (`device_registrations_by_app`) and test each against the list.
         let users = match self.backend() {
             Backend::Sqlite => "json_each($3) AS u",
-            Backend::Postgres => "json_array_elements_text($3::text::json) AS u(value)",
+            Backend::Postgres => "jsonb_array_elements_text($3::text::jsonb) AS u(value)",
         };
         // The devices come back as one JSON array in one row: through sqlx each row is a hand-off
         // from SQLite's worker thread (or a message from PostgreSQL), and a planning step reads a
