@@ -1,7 +1,7 @@
 //! From a stored send request to provider payloads: parsed once per operation (cached), rendered
 //! once per operation and provider kind — or per recipient when the request is templated.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use herald_core::send::{Priority, SendRequest, render};
@@ -130,24 +130,121 @@ pub(crate) fn message_for(
     }
 }
 
-/// Parsed operations by id, shared by the dispatchers (bounded: cleared when it grows large).
+/// Parsed operations by id, shared by the dispatchers. Bounded by operations and by the
+/// recipients their requests hold (a 10,000-recipient request is megabytes parsed): the oldest
+/// entries go first, and a dispatcher that misses one reads and parses it again.
 #[derive(Default)]
 pub(crate) struct OperationCache {
-    map: Mutex<HashMap<String, Arc<OperationContext>>>,
+    inner: Mutex<CacheEntries>,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    map: HashMap<String, Arc<OperationContext>>,
+    /// Ids in insertion order (the oldest first).
+    order: VecDeque<String>,
+    /// The recipients of every cached request together.
+    recipients: usize,
 }
 
 const MAX_CACHED_OPERATIONS: usize = 10_000;
+/// Some 20–30 MB of parsed requests: the operations a node is sending at once fit many times
+/// over (a planned operation is sent within seconds). Bounded by count alone, 10,000 cached
+/// requests of 10,000 recipients each could have held gigabytes.
+const MAX_CACHED_RECIPIENTS: usize = 200_000;
+
+fn weight(context: &OperationContext) -> usize {
+    context.request.to.len().max(1)
+}
 
 impl OperationCache {
     pub fn get(&self, id: &str) -> Option<Arc<OperationContext>> {
-        self.map.lock().expect("cache lock").get(id).cloned()
+        self.inner.lock().expect("cache lock").map.get(id).cloned()
     }
 
     pub fn insert(&self, id: String, context: Arc<OperationContext>) {
-        let mut map = self.map.lock().expect("cache lock");
-        if map.len() >= MAX_CACHED_OPERATIONS {
-            map.clear();
+        let mut cache = self.inner.lock().expect("cache lock");
+        let cache = &mut *cache;
+        cache.recipients += weight(&context);
+        match cache.map.insert(id.clone(), context) {
+            Some(replaced) => cache.recipients -= weight(&replaced),
+            None => cache.order.push_back(id.clone()),
         }
-        map.insert(id, context);
+        // The oldest go first; the one just inserted stays, however large.
+        while cache.map.len() > 1
+            && (cache.map.len() > MAX_CACHED_OPERATIONS || cache.recipients > MAX_CACHED_RECIPIENTS)
+        {
+            let Some(oldest) = cache.order.pop_front() else {
+                break;
+            };
+            if oldest == id {
+                cache.order.push_back(oldest);
+                continue;
+            }
+            if let Some(evicted) = cache.map.remove(&oldest) {
+                cache.recipients -= weight(&evicted);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn recipients(&self) -> usize {
+        self.inner.lock().expect("cache lock").recipients
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parsed request with `n` recipients (past the API's 10,000 too: the cache must not
+    /// rely on that limit).
+    fn context(n: usize) -> Arc<OperationContext> {
+        let body = serde_json::json!({
+            "to": [{"token": format!("{:064x}", 7), "provider": "APN"}],
+            "content": {"body": "hi"},
+        });
+        let mut request = herald_core::send::parse(&body, now_ms()).expect("valid request");
+        request.to = vec![request.to[0].clone(); n];
+        Arc::new(OperationContext::new(request, now_ms() + 60_000))
+    }
+
+    /// Large requests push the oldest entries out once their recipients pass the bound; the
+    /// newest stays, even alone over the bound; replacing an entry counts it once.
+    #[test]
+    fn the_cache_is_bounded_by_recipients_oldest_first() {
+        let cache = OperationCache::default();
+        let big = context(MAX_CACHED_RECIPIENTS / 4);
+        for i in 0..4 {
+            cache.insert(format!("op{i}"), big.clone());
+        }
+        assert_eq!(cache.recipients(), MAX_CACHED_RECIPIENTS);
+        assert!(cache.get("op0").is_some());
+        cache.insert("op4".into(), big.clone());
+        assert!(cache.get("op0").is_none(), "the oldest went");
+        assert!(cache.get("op1").is_some() && cache.get("op4").is_some());
+        assert_eq!(cache.recipients(), MAX_CACHED_RECIPIENTS);
+
+        cache.insert("op4".into(), context(1));
+        assert_eq!(cache.recipients(), 3 * (MAX_CACHED_RECIPIENTS / 4) + 1);
+
+        let huge = context(MAX_CACHED_RECIPIENTS + 1);
+        cache.insert("huge".into(), huge);
+        assert!(cache.get("huge").is_some(), "the newest stays");
+        assert!(cache.get("op1").is_none() && cache.get("op4").is_none());
+        assert_eq!(cache.recipients(), MAX_CACHED_RECIPIENTS + 1);
+    }
+
+    /// Small requests are bounded by count.
+    #[test]
+    fn the_cache_is_bounded_by_operations() {
+        let cache = OperationCache::default();
+        let one = context(1);
+        for i in 0..MAX_CACHED_OPERATIONS + 5 {
+            cache.insert(format!("op{i}"), one.clone());
+        }
+        assert_eq!(cache.recipients(), MAX_CACHED_OPERATIONS);
+        assert!(cache.get("op4").is_none());
+        assert!(cache.get("op5").is_some());
     }
 }
