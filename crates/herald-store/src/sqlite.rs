@@ -101,9 +101,10 @@ const EMBEDDED_BUSY_TIMEOUT_MS: u32 = 250;
 
 /// SQLite connections of our own for point reads on the hot paths (the app and default
 /// credentials of a send when the API's one-second cache misses, the account's default app),
-/// run on the calling thread: a function call of some microseconds. Through sqlx each read is two hand-offs to a worker thread and
-/// back, the query and the ping sqlx makes on every connection handed back to its pool. Longer
-/// reads stay on sqlx's pool: they would hold an async worker thread.
+/// run on the calling thread: a function call of some microseconds. Through sqlx each read is
+/// two hand-offs to a worker thread and back, the query and the ping sqlx makes on every
+/// connection handed back to its pool. Longer reads stay on sqlx's pool: they would hold an
+/// async worker thread.
 pub(crate) struct EmbeddedReaders {
     conns: Vec<Mutex<rusqlite::Connection>>,
     next: AtomicUsize,
