@@ -9,6 +9,19 @@ use uuid::Uuid;
 
 const CROCKFORD: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
 
+/// The value of each byte as a [`CROCKFORD`] digit, or [`INVALID_DIGIT`] (the dispatcher parses
+/// every notification's ID for its `apns-id`: a table, not a search of the alphabet).
+const CROCKFORD_DIGIT: [u8; 256] = {
+    let mut table = [INVALID_DIGIT; 256];
+    let mut i = 0;
+    while i < CROCKFORD.len() {
+        table[CROCKFORD[i] as usize] = i as u8;
+        i += 1;
+    }
+    table
+};
+const INVALID_DIGIT: u8 = 0xff;
+
 pub const CREDENTIAL: &str = "comms_credential";
 pub const DEVICE_REGISTRATION: &str = "comms_device_registration";
 pub const USER: &str = "comms_pushnotificationuser";
@@ -40,8 +53,11 @@ pub fn parse_type_id(prefix: &str, id: &str) -> Option<Uuid> {
     }
     let mut value: u128 = 0;
     for byte in suffix.bytes() {
-        let digit = CROCKFORD.iter().position(|&c| c == byte)? as u128;
-        value = (value << 5) | digit;
+        let digit = CROCKFORD_DIGIT[usize::from(byte)];
+        if digit == INVALID_DIGIT {
+            return None;
+        }
+        value = (value << 5) | u128::from(digit);
     }
     Some(Uuid::from_u128(value))
 }
@@ -103,6 +119,16 @@ mod tests {
             .is_none()
         );
         assert!(parse_type_id(USER, "comms_pushnotificationuser_short").is_none());
+        // Lowercase only, as written; every byte outside the alphabet is refused.
+        for bad in ["A", "I", "L", "O", "U", "-", "\u{0}"] {
+            let id = format!("comms_pushnotificationuser_0000000000000000000000000{bad}");
+            assert!(parse_type_id(USER, &id).is_none(), "{id:?}");
+        }
+        let all = "comms_pushnotificationuser_0123456789abcdefghjkmnpqrs";
+        assert_eq!(
+            type_id_from_uuid(USER, parse_type_id(USER, all).expect("parses")),
+            all
+        );
     }
 
     #[test]

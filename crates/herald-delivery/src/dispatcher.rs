@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use herald_core::time::now_ms;
 use herald_core::{AppName, ids};
 use herald_providers::Outcome;
@@ -224,7 +225,7 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
             }
         }
     });
-    let results = join_all(sends).await;
+    let results = join_in_order(sends).await;
     let sent_at = std::time::Instant::now();
     tracing::debug!(
         count = results.len(),
@@ -361,6 +362,26 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
         }
     }
     Ok(())
+}
+
+/// Runs the futures concurrently; their outputs in the order given. (`join_all` does the same for
+/// large sets through `FuturesOrdered`, which parks each output that finishes early in a binary
+/// heap; here it goes straight to its slot.)
+async fn join_in_order<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    let mut running: FuturesUnordered<_> = futures
+        .enumerate()
+        .map(|(index, future)| async move { (index, future.await) })
+        .collect();
+    let mut outputs: Vec<Option<F::Output>> = std::iter::repeat_with(|| None)
+        .take(running.len())
+        .collect();
+    while let Some((index, output)) = running.next().await {
+        outputs[index] = Some(output);
+    }
+    outputs
+        .into_iter()
+        .map(|output| output.expect("every future ran to its end"))
+        .collect()
 }
 
 /// Writes the outcomes, trying again a few times on store errors (giving up lets the lease

@@ -1076,11 +1076,12 @@ impl SqlStore {
                     .bind(attempts)
             };
             if tx.is_embedded() {
-                // One prepared INSERT per row (see `Conn::is_embedded`).
+                // One prepared INSERT per row (see `Conn::is_embedded`), the step's values bound
+                // once.
                 let rows: Vec<Query> = rows
                     .iter()
                     .map(|&(id, index, provider, token, credential, app, user)| {
-                        step(INSERT_NOTIFICATION)
+                        query(INSERT_NOTIFICATION)
                             .bind(id)
                             .bind(index)
                             .bind(provider)
@@ -1090,7 +1091,7 @@ impl SqlStore {
                             .bind(user)
                     })
                     .collect();
-                execute_per_row(tx, INSERT_NOTIFICATION, rows).await?;
+                execute_per_row(tx, INSERT_NOTIFICATION, step(INSERT_NOTIFICATION), rows).await?;
             } else {
                 // $12 is the rows, one JSON array each.
                 let sql = format!(
@@ -1351,11 +1352,10 @@ impl SqlStore {
                 // (Collected: a lazy iterator held across the await would not be `Send`.)
                 let rows: Vec<Query> = sent
                     .iter()
-                    .map(|(id, op, token)| {
-                        query(MARK_SENT).bind(now).bind(*id).bind(*op).bind(*token)
-                    })
+                    .map(|(id, op, token)| query(MARK_SENT).bind(*id).bind(*op).bind(*token))
                     .collect();
-                let changed = execute_per_row(tx, MARK_SENT, rows).await?;
+                let changed =
+                    execute_per_row(tx, MARK_SENT, query(MARK_SENT).bind(now), rows).await?;
                 let mut moved = 0;
                 for ((_, op, _), changed) in sent.iter().zip(changed) {
                     if changed > 0 {

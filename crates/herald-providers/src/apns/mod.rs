@@ -266,8 +266,11 @@ impl ApnsClient {
             }
         };
         let mut buf = Uuid::encode_buffer();
-        let apns_id =
+        let mut apns_id =
             HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).expect("uuid is ASCII");
+        // Unique to this request: HPACK need not add it to either side's table (where it would
+        // only evict the headers every request repeats).
+        apns_id.set_sensitive(true);
         let mut provider_token = match &self.auth {
             Auth::Token(tokens) => Some(tokens.current()),
             Auth::Certificate => None,
