@@ -183,8 +183,11 @@ pub(crate) struct AppSenderCache {
 
 #[derive(Default)]
 struct AppSenders {
-    /// `account \n app name` → providers, and when they were read.
-    entries: HashMap<String, (SenderProviders, Instant)>,
+    /// Account → app name → providers, and when they were read. (Nested, so that a lookup
+    /// borrows its keys: one per send.)
+    entries: HashMap<String, HashMap<String, (SenderProviders, Instant)>>,
+    /// How many apps `entries` holds.
+    apps: usize,
     /// Bumped by every clear: a read that started before a clear is not stored after it.
     generation: u64,
 }
@@ -196,14 +199,10 @@ pub(crate) const APP_SENDER_TTL: Duration = Duration::from_secs(1);
 const APP_SENDER_ENTRIES: usize = 10_000;
 
 impl AppSenderCache {
-    fn key(account: &str, app: &str) -> String {
-        format!("{account}\n{app}")
-    }
-
     /// The app's providers if known, else the generation to hand [`AppSenderCache::put`].
     fn get(&self, account: &str, app: &str) -> Result<SenderProviders, u64> {
         let cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
-        match cache.entries.get(&Self::key(account, app)) {
+        match cache.entries.get(account).and_then(|apps| apps.get(app)) {
             Some((providers, at)) if at.elapsed() < APP_SENDER_TTL => Ok(*providers),
             _ => Err(cache.generation),
         }
@@ -211,27 +210,36 @@ impl AppSenderCache {
 
     /// Keeps what a read begun at `generation` found, unless the cache was cleared meanwhile.
     fn put(&self, account: &str, app: &str, providers: SenderProviders, generation: u64) {
-        let mut cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = &mut *guard;
         if cache.generation != generation {
             return;
         }
-        if cache.entries.len() >= APP_SENDER_ENTRIES {
-            cache
-                .entries
-                .retain(|_, (_, at)| at.elapsed() < APP_SENDER_TTL);
-            if cache.entries.len() >= APP_SENDER_ENTRIES {
+        if cache.apps >= APP_SENDER_ENTRIES {
+            for apps in cache.entries.values_mut() {
+                apps.retain(|_, (_, at)| at.elapsed() < APP_SENDER_TTL);
+            }
+            cache.entries.retain(|_, apps| !apps.is_empty());
+            cache.apps = cache.entries.values().map(HashMap::len).sum();
+            if cache.apps >= APP_SENDER_ENTRIES {
                 cache.entries.clear();
+                cache.apps = 0;
             }
         }
-        cache
-            .entries
-            .insert(Self::key(account, app), (providers, Instant::now()));
+        let apps = cache.entries.entry(account.to_owned()).or_default();
+        if apps
+            .insert(app.to_owned(), (providers, Instant::now()))
+            .is_none()
+        {
+            cache.apps += 1;
+        }
     }
 
     /// Forgets every app (after a credential or app write on this node).
     pub(crate) fn clear(&self) {
         let mut cache = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         cache.entries.clear();
+        cache.apps = 0;
         cache.generation += 1;
     }
 }
