@@ -22,7 +22,7 @@
 //!   committed (see `docs/events.md`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use herald_core::send::SendRequest;
@@ -32,7 +32,7 @@ use serde_json::Value;
 use sqlx::Row as _;
 use sqlx::any::AnyRow;
 
-use crate::sql::{Conn, Query, Row, execute_per_row, query};
+use crate::sql::{Conn, Query, Row, execute_rows_together, query};
 
 use crate::events::{NewEvent, insert_events_on, types};
 use crate::{Backend, Cursor, Page, PageRequest, Result, SqlStore, StoreError, keyset_condition};
@@ -954,16 +954,62 @@ async fn insert_operation(
     Ok(())
 }
 
-/// One notification row, as the planner writes it on the group commit's SQLite connection:
-/// $1..$11 are the planning step's (as in the JSON-list form), $12..$18 the row's.
-const INSERT_NOTIFICATION: &str = "INSERT INTO notifications (id, account_sid, operation_id, \
-     recipient_index, provider, token, credential_id, app_name, user_id, status, priority, tags, \
-     tag_keys, due_at, expires_at, created_at, updated_at, claim_token, attempts) \
-     VALUES ($12, $1, $2, $13, $14, $15, $16, $17, $18, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)";
+/// Notification rows, as the planner writes them on the group commit's SQLite connection:
+/// $1..$11 are the planning step's (as in the JSON-list form), $12..$18 the first row's, $19..$25
+/// the second's, and so on.
+fn insert_notifications_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, provider, \
+         token, credential_id, app_name, user_id, status, priority, tags, tag_keys, due_at, \
+         expires_at, created_at, updated_at, claim_token, attempts) VALUES ",
+    );
+    for row in 0..rows {
+        let n = 12 + 7 * row;
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push_str(&format!(
+            "(${n}, $1, $2, ${}, ${}, ${}, ${}, ${}, ${}, $3, $4, $5, $6, $7, $8, $9, $9, $10, $11)",
+            n + 1,
+            n + 2,
+            n + 3,
+            n + 4,
+            n + 5,
+            n + 6
+        ));
+    }
+    sql
+}
 
-/// A sent row, as an outcome write marks it on the group commit's SQLite connection.
+/// How many rows one INSERT of a planning step takes on the group commit's connection.
+const NOTIFICATIONS_PER_INSERT: usize = 32;
+static INSERT_NOTIFICATION: LazyLock<String> = LazyLock::new(|| insert_notifications_sql(1));
+static INSERT_NOTIFICATIONS: LazyLock<String> =
+    LazyLock::new(|| insert_notifications_sql(NOTIFICATIONS_PER_INSERT));
+
+/// A sent row of operation $2, as an outcome write marks it on the group commit's SQLite
+/// connection ($1 is the time; the row's id and claim token are $3 and $4).
 const MARK_SENT: &str = "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-     claim_token = NULL, error = NULL WHERE id = $2 AND operation_id = $3 AND claim_token = $4";
+     claim_token = NULL, error = NULL WHERE id = $3 AND operation_id = $2 AND claim_token = $4";
+
+/// [`MARK_SENT`] for `rows` rows of one operation: row `r`'s id and claim token are
+/// `$(3+2r)` and `$(4+2r)`.
+fn mark_sent_sql(rows: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|row| format!("(${}, ${})", 3 + 2 * row, 4 + 2 * row))
+        .collect();
+    format!(
+        "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+         claim_token = NULL, error = NULL FROM (VALUES {}) AS w \
+         WHERE notifications.id = w.column1 AND notifications.operation_id = $2 \
+         AND notifications.claim_token = w.column2",
+        values.join(", ")
+    )
+}
+
+/// How many rows one UPDATE of an outcome write marks sent on the group commit's connection.
+const SENT_PER_UPDATE: usize = 32;
+static MARK_SENT_MANY: LazyLock<String> = LazyLock::new(|| mark_sent_sql(SENT_PER_UPDATE));
 
 /// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
 impl SqlStore {
@@ -1076,12 +1122,12 @@ impl SqlStore {
                     .bind(attempts)
             };
             if tx.is_embedded() {
-                // One prepared INSERT per row (see `Conn::is_embedded`), the step's values bound
-                // once.
+                // Prepared INSERTs of many rows each (see `Conn::is_embedded`), the step's values
+                // bound once.
                 let rows: Vec<Query> = rows
                     .iter()
                     .map(|&(id, index, provider, token, credential, app, user)| {
-                        query(INSERT_NOTIFICATION)
+                        query(INSERT_NOTIFICATION.as_str())
                             .bind(id)
                             .bind(index)
                             .bind(provider)
@@ -1091,7 +1137,15 @@ impl SqlStore {
                             .bind(user)
                     })
                     .collect();
-                execute_per_row(tx, INSERT_NOTIFICATION, step(INSERT_NOTIFICATION), rows).await?;
+                execute_rows_together(
+                    tx,
+                    INSERT_NOTIFICATION.as_str(),
+                    INSERT_NOTIFICATIONS.as_str(),
+                    NOTIFICATIONS_PER_INSERT,
+                    step,
+                    rows,
+                )
+                .await?;
             } else {
                 // $12 is the rows, one JSON array each.
                 let sql = format!(
@@ -1348,20 +1402,31 @@ impl SqlStore {
             // table without statistics it would steer the planner to scan the whole partial
             // queue index.
             let moved = if tx.is_embedded() {
-                // One prepared UPDATE per row (see `Conn::is_embedded`).
-                // (Collected: a lazy iterator held across the await would not be `Send`.)
-                let rows: Vec<Query> = sent
-                    .iter()
-                    .map(|(id, op, token)| query(MARK_SENT).bind(*id).bind(*op).bind(*token))
-                    .collect();
-                let changed =
-                    execute_per_row(tx, MARK_SENT, query(MARK_SENT).bind(now), rows).await?;
+                // Prepared UPDATEs of many rows of one operation each (see `Conn::is_embedded`).
+                let mut by_operation: Vec<(&str, Vec<Query>)> = Vec::new();
+                for &(id, op, token) in &sent {
+                    let row = query(MARK_SENT).bind(id).bind(token);
+                    match by_operation.iter_mut().find(|(o, _)| *o == op) {
+                        Some((_, rows)) => rows.push(row),
+                        None => by_operation.push((op, vec![row])),
+                    }
+                }
                 let mut moved = 0;
-                for ((_, op, _), changed) in sent.iter().zip(changed) {
+                for (op, rows) in by_operation {
+                    let shared = |sql| query(sql).bind(now).bind(op);
+                    let changed = execute_rows_together(
+                        tx,
+                        MARK_SENT,
+                        MARK_SENT_MANY.as_str(),
+                        SENT_PER_UPDATE,
+                        shared,
+                        rows,
+                    )
+                    .await?;
                     if changed > 0 {
-                        deltas.add(op, QUEUED, -1);
-                        deltas.add(op, SENT, 1);
-                        moved += 1;
+                        deltas.add(op, QUEUED, -(changed as i64));
+                        deltas.add(op, SENT, changed as i64);
+                        moved += changed;
                     }
                 }
                 moved

@@ -324,6 +324,76 @@ pub(crate) async fn execute_per_row<'q>(
     }
 }
 
+/// Runs `rows` (queries of `one`, each with the same number of arguments, its own) like
+/// [`execute_per_row`], but on the group commit's connection `per_statement` rows at a time
+/// through `many`, the multi-row form of `one`: there row `r` of a statement has arguments
+/// `$k+r·m+1..$k+r·m+m` (`k` shared, `m` per row). The rows left over go one by one through `one`.
+/// `shared` makes the query of the shared arguments for either text. Returns how many rows were
+/// changed in all. A statement of many rows opens its table's and indexes' cursors once for all
+/// of them, and runs one statement's setup and teardown instead of one per row.
+pub(crate) async fn execute_rows_together<'q>(
+    conn: &mut Conn<'_>,
+    one: &'q str,
+    many: &'q str,
+    per_statement: usize,
+    shared: impl Fn(&'q str) -> Query<'q>,
+    mut rows: Vec<Query<'q>>,
+) -> Result<u64> {
+    let together = match conn {
+        Conn::Sqlite(_) if per_statement > 0 => rows.len() / per_statement * per_statement,
+        _ => 0,
+    };
+    let rest = rows.split_off(together);
+    let mut changed = 0;
+    if let (Conn::Sqlite(handle), false) = (&*conn, rows.is_empty()) {
+        let m = rows[0].args.len();
+        if let Some(row) = rows
+            .iter()
+            .find(|row| row.args.len() != m || row.sql != one)
+        {
+            return Err(StoreError::Config(format!(
+                "rows differ: {} arguments for {}, {m} for the first row's {one}",
+                row.args.len(),
+                row.sql
+            )));
+        }
+        let locked = lock(handle);
+        let mut statement = prepare_one(&locked, many)?;
+        let positions = parameter_positions(&statement, many)?;
+        let shared = shared(many);
+        let k = shared.args.len();
+        // Parameter `i + 1` takes shared argument `position`, or argument `(position - k - 1) % m`
+        // of row `(position - k - 1) / m`.
+        let mut own = Vec::with_capacity(per_statement * m);
+        for (i, &position) in positions.iter().enumerate() {
+            if position <= k {
+                shared.args[position - 1].bind_at(&mut statement, i + 1)?;
+            } else {
+                let offset = position - k - 1;
+                own.push((i + 1, offset / m.max(1), offset % m.max(1)));
+            }
+        }
+        if own.len() != per_statement * m || own.iter().any(|&(_, row, _)| row >= per_statement) {
+            return Err(StoreError::Config(format!(
+                "the statement does not take {per_statement} rows of {m} arguments after {k} \
+                 shared: {many}"
+            )));
+        }
+        for group in rows.chunks_exact(per_statement) {
+            for &(parameter, row, arg) in &own {
+                group[row].args[arg].bind_at(&mut statement, parameter)?;
+            }
+            step_to_end(&mut statement)?;
+            changed += changes(&locked, &statement);
+        }
+    }
+    if !rest.is_empty() {
+        let per_row = execute_per_row(conn, one, shared(one), rest).await?;
+        changed += per_row.iter().sum::<u64>();
+    }
+    Ok(changed)
+}
+
 /// `sql` prepared (from the connection's cache); one statement only: SQLite would silently
 /// ignore a second.
 fn prepare_one<'c>(
@@ -536,6 +606,65 @@ mod tests {
             .await
             .expect_err("$4 has no argument");
         assert!(error.to_string().contains("$4 has no argument"), "{error}");
+    }
+
+    /// Rows run together, `per_statement` at a time, and the ones left over one by one, store
+    /// every row with its own and the shared arguments, and count them, on both connections; rows
+    /// that do not fit the statement are an error that writes nothing.
+    #[tokio::test]
+    async fn rows_together_store_every_row_with_its_arguments() {
+        let (_dir, mut sqlx_conn, rusqlite_conn) = both().await;
+        let one = "INSERT INTO t (x, y) VALUES ($3, $1 || $4 || $2)";
+        let many = "INSERT INTO t (x, y) VALUES ($3, $1 || $4 || $2), ($5, $1 || $6 || $2), \
+                    ($7, $1 || $8 || $2)";
+        for conn in [
+            &mut Conn::Sqlite(&rusqlite_conn),
+            &mut Conn::Sqlx(&mut sqlx_conn),
+        ] {
+            query("DELETE FROM t").execute(conn).await.unwrap();
+            // Two statements of three rows, then two rows alone.
+            let rows: Vec<Query> = (1..=8i64)
+                .map(|x| query(one).bind(x).bind(format!("r{x}")))
+                .collect();
+            let shared = |sql| query(sql).bind("<").bind(">");
+            let changed = execute_rows_together(conn, one, many, 3, shared, rows)
+                .await
+                .unwrap();
+            assert_eq!(changed, 8);
+            let rows = query("SELECT x, y FROM t ORDER BY x")
+                .fetch_all(conn)
+                .await
+                .unwrap();
+            let got: Vec<(i64, String)> = rows
+                .iter()
+                .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
+                .collect();
+            let expected: Vec<(i64, String)> = (1..=8).map(|x| (x, format!("<r{x}>"))).collect();
+            assert_eq!(got, expected);
+        }
+        let conn = &mut Conn::Sqlite(&rusqlite_conn);
+        query("DELETE FROM t").execute(conn).await.unwrap();
+        let shared = |sql| query(sql).bind("<").bind(">");
+        // A row with an argument too few, and a statement that does not take three rows.
+        let mut rows: Vec<Query> = (1..=3i64).map(|x| query(one).bind(x).bind("r")).collect();
+        rows[1] = query(one).bind(2i64);
+        let error = execute_rows_together(conn, one, many, 3, shared, rows)
+            .await
+            .expect_err("a short row");
+        assert!(error.to_string().contains("rows differ"), "{error}");
+        let rows: Vec<Query> = (1..=4i64).map(|x| query(one).bind(x).bind("r")).collect();
+        let error = execute_rows_together(conn, one, many, 4, shared, rows)
+            .await
+            .expect_err("the statement takes three rows");
+        assert!(
+            error.to_string().contains("does not take 4 rows"),
+            "{error}"
+        );
+        let stored = query("SELECT COUNT(*) FROM t")
+            .fetch_one(conn)
+            .await
+            .unwrap();
+        assert_eq!(stored.try_get::<i64>(0).unwrap(), 0);
     }
 
     /// Text that is not UTF-8 is an error from a fetch on our own connection, not a panic.

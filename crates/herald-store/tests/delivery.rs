@@ -566,6 +566,99 @@ async fn outcomes_of_several_claims_are_written_at_once() {
     }
 }
 
+/// Planning steps and outcome writes of many rows (on SQLite they go many rows to a statement,
+/// the rest one by one) store every row as given and count exactly the rows they changed.
+#[tokio::test]
+async fn large_steps_and_outcome_writes_store_every_row() {
+    for db in TestDatabase::all().await {
+        let store = db.store().await;
+        let acc = account(&store).await;
+        let rows = 75;
+        let mut claims = Vec::new();
+        for _ in 0..2 {
+            let (_, task) = operation_to_plan(&store, &acc, rows).await;
+            let plan = PlanBatch {
+                claim: true,
+                ..first_steps(&task, rows as i64)
+            };
+            let claim = store.write_plan_batch(&plan).await.unwrap().unwrap();
+            assert_eq!(claim.notifications.len(), rows, "{}", db.name);
+            for (i, n) in claim.notifications.iter().enumerate() {
+                let stored = store.get_notification(&acc, &n.id).await.unwrap();
+                assert_eq!(n.recipient_index, i as i64, "{}", db.name);
+                assert_eq!(
+                    (
+                        stored.token.as_str(),
+                        stored.operation_id.as_str(),
+                        stored.status.as_str(),
+                        stored.attempts
+                    ),
+                    (
+                        format!("tok-{i}").as_str(),
+                        task.operation_id.as_str(),
+                        "QUEUED",
+                        1
+                    ),
+                    "{}",
+                    db.name
+                );
+            }
+            claims.push(claim);
+        }
+        // Every row sent, but for each claim's row 40, which a stale token names (its claim
+        // names it too, but under the other claim's token), and row 50, which failed.
+        let error = NotificationError::new("provider-rejected", "BadDeviceToken");
+        let outcomes: Vec<ClaimOutcomes> = (0..2)
+            .map(|c| {
+                let claim = &claims[c];
+                let other = &claims[1 - c];
+                let mut outcomes: Vec<OutcomeWrite> = claim
+                    .notifications
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != 40)
+                    .map(|(i, n)| match i {
+                        50 => outcome(n, OutcomeKind::Failed(error.clone())),
+                        _ => outcome(n, OutcomeKind::Sent),
+                    })
+                    .collect();
+                outcomes.push(outcome(&other.notifications[40], OutcomeKind::Sent));
+                ClaimOutcomes {
+                    claim_token: claim.token.clone(),
+                    outcomes,
+                }
+            })
+            .collect();
+        let summary = store.record_outcomes_of_claims(&outcomes).await.unwrap();
+        assert_eq!(
+            (summary.sent, summary.failed, summary.stale),
+            (2 * (rows as u64 - 2), 2, 2),
+            "{}",
+            db.name
+        );
+        for claim in &claims {
+            let id = &claim.notifications[0].operation_id;
+            let op = store.get_operation(&acc, id).await.unwrap();
+            assert_eq!(
+                (op.stats.sent, op.stats.failed, op.stats.queued),
+                (rows as i64 - 2, 1, 1),
+                "{}",
+                db.name
+            );
+            for (i, n) in claim.notifications.iter().enumerate() {
+                let stored = store.get_notification(&acc, &n.id).await.unwrap();
+                let expected = match i {
+                    40 => "QUEUED",
+                    50 => "FAILED",
+                    _ => "SENT",
+                };
+                assert_eq!(stored.status, expected, "{} row {i}", db.name);
+                assert_eq!(stored.sent_at.is_some(), expected == "SENT", "{}", db.name);
+            }
+        }
+    }
+}
+
 #[tokio::test]
 async fn cancel_counts_unresolved_recipients_and_leaves_rows_in_flight() {
     for db in TestDatabase::all().await {
