@@ -487,6 +487,17 @@ mod tests {
         (dir, sqlx_conn, Mutex::new(rusqlite_conn))
     }
 
+    /// The rows of the tests' table `t`, in order.
+    async fn rows_of_t(conn: &mut Conn<'_>) -> Vec<(i64, String)> {
+        let rows = query("SELECT x, y FROM t ORDER BY x")
+            .fetch_all(conn)
+            .await
+            .unwrap();
+        rows.iter()
+            .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
+            .collect()
+    }
+
     async fn texts(sql: &str, conn: &mut Conn<'_>) -> Result<Vec<Option<String>>> {
         let row = query(sql)
             .bind("a")
@@ -583,14 +594,7 @@ mod tests {
             let shared = query(insert).bind("<").bind(">");
             let changed = execute_per_row(conn, insert, shared, rows).await.unwrap();
             assert_eq!(changed, vec![1, 1, 1]);
-            let rows = query("SELECT x, y FROM t ORDER BY x")
-                .fetch_all(conn)
-                .await
-                .unwrap();
-            let got: Vec<(i64, String)> = rows
-                .iter()
-                .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
-                .collect();
+            let got = rows_of_t(conn).await;
             assert_eq!(
                 got,
                 vec![(1, "<a>".into()), (2, "<b>".into()), (3, "<c>".into())]
@@ -631,14 +635,7 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(changed, 8);
-            let rows = query("SELECT x, y FROM t ORDER BY x")
-                .fetch_all(conn)
-                .await
-                .unwrap();
-            let got: Vec<(i64, String)> = rows
-                .iter()
-                .map(|r| (r.try_get(0).unwrap(), r.try_get(1).unwrap()))
-                .collect();
+            let got = rows_of_t(conn).await;
             let expected: Vec<(i64, String)> = (1..=8).map(|x| (x, format!("<r{x}>"))).collect();
             assert_eq!(got, expected);
         }
