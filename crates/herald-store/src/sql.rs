@@ -47,9 +47,9 @@ impl ReadConn {
 
 impl Conn<'_> {
     /// True on a SQLite connection of our own (the group commit's, an embedded reader's), where a
-    /// statement is a function call:
-    /// there one prepared statement run per row costs less than building a JSON list of the rows
-    /// and having SQLite parse it (which PostgreSQL, a round trip away, still gets).
+    /// statement is a function call: there prepared statements of one row, or of a few dozen
+    /// ([`execute_rows_together`]), cost less than building a JSON list of the rows and having
+    /// SQLite parse it (which PostgreSQL, a round trip away, still gets).
     pub(crate) fn is_embedded(&self) -> bool {
         matches!(self, Conn::Sqlite(_))
     }
@@ -343,9 +343,12 @@ pub(crate) async fn execute_rows_together<'q>(
         Conn::Sqlite(_) if per_statement > 0 => rows.len() / per_statement * per_statement,
         _ => 0,
     };
+    // `rows` keeps the ones that go together; `rest` goes one by one.
     let rest = rows.split_off(together);
     let mut changed = 0;
-    if let (Conn::Sqlite(handle), false) = (&*conn, rows.is_empty()) {
+    if !rows.is_empty()
+        && let Conn::Sqlite(handle) = &*conn
+    {
         let m = rows[0].args.len();
         if let Some(row) = rows
             .iter()
