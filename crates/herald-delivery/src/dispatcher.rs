@@ -28,18 +28,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
     // written unclaimed, other nodes' expired leases) is still asked at least every poll
     // interval.
     let mut store_checked = Instant::now();
+    let mut recording = Recording::default();
     loop {
         if *stopped.borrow() {
             // The planner has stopped (see `Engine::shutdown`): what it handed over is sent.
             while let Ok(claim) = shared.handoff.try_recv() {
-                take_handed_over(&shared, claim, worker).await;
+                take_handed_over(&shared, claim, worker, &mut recording).await;
             }
+            recording.wait().await;
             return;
         }
         if store_checked.elapsed() < shared.config.poll_interval
             && let Ok(claim) = shared.handoff.try_recv()
         {
-            take_handed_over(&shared, claim, worker).await;
+            take_handed_over(&shared, claim, worker, &mut recording).await;
             continue;
         }
         store_checked = Instant::now();
@@ -50,20 +52,20 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             .await
         {
             Ok(claim) if !claim.notifications.is_empty() => {
-                dispatch_logged(&shared, vec![claim], worker).await;
+                dispatch_logged(&shared, vec![claim], worker, &mut recording).await;
                 continue;
             }
             Ok(_) => {}
             Err(error) => tracing::warn!(worker, %error, "claiming notifications failed"),
         }
         if let Ok(claim) = shared.handoff.try_recv() {
-            take_handed_over(&shared, claim, worker).await;
+            take_handed_over(&shared, claim, worker, &mut recording).await;
             continue;
         }
         tokio::select! {
             handed = shared.handoff.recv_async() => {
                 if let Ok(claim) = handed {
-                    take_handed_over(&shared, claim, worker).await;
+                    take_handed_over(&shared, claim, worker, &mut recording).await;
                 }
             }
             () = shared.wake_dispatchers.notified() => {}
@@ -71,6 +73,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             changed = stopped.changed() => {
                 // The engine was dropped without a shutdown.
                 if changed.is_err() {
+                    recording.wait().await;
                     return;
                 }
             }
@@ -83,7 +86,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
 /// batch of its own: one at a time, each would cost a send round and an outcome write). A batch
 /// that waited so long (every dispatcher stuck on slow providers) that its lease might end before
 /// its sends do goes back to the queue unsent instead, to be claimed afresh with a full lease.
-async fn take_handed_over(shared: &Shared, first: Claim, worker: usize) {
+async fn take_handed_over(
+    shared: &Arc<Shared>,
+    first: Claim,
+    worker: usize,
+    recording: &mut Recording,
+) {
     let limit = shared.config.claim_batch.max(1) as usize;
     let mut rows = first.notifications.len();
     let mut handed = vec![first];
@@ -118,14 +126,38 @@ async fn take_handed_over(shared: &Shared, first: Claim, worker: usize) {
         }
     }
     if !claims.is_empty() {
-        dispatch_logged(shared, claims, worker).await;
+        dispatch_logged(shared, claims, worker, recording).await;
     }
 }
 
-async fn dispatch_logged(shared: &Shared, claims: Vec<Claim>, worker: usize) {
+async fn dispatch_logged(
+    shared: &Arc<Shared>,
+    claims: Vec<Claim>,
+    worker: usize,
+    recording: &mut Recording,
+) {
     let count: usize = claims.iter().map(|c| c.notifications.len()).sum();
-    if let Err(error) = dispatch(shared, claims).await {
-        tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
+    if let Err(error) = dispatch(shared, claims, worker, recording).await {
+        tracing::warn!(worker, count, %error, "batch not sent; its lease will expire and it is sent again");
+    }
+}
+
+/// The outcome write of a dispatcher's last batch while it runs. The dispatcher sends its next
+/// batch meanwhile instead of waiting for the write's commit (an fsync on SQLite, shared by the
+/// writes queued with it, so every dispatcher used to wait for the same commit and then send at
+/// once, leaving the providers idle in between); that batch's own write waits for this one, so
+/// at most one write per dispatcher is outstanding.
+#[derive(Default)]
+pub(crate) struct Recording(Option<tokio::task::JoinHandle<()>>);
+
+impl Recording {
+    /// Waits for the outcome write in progress, if any.
+    pub(crate) async fn wait(&mut self) {
+        if let Some(write) = self.0.take()
+            && let Err(error) = write.await
+        {
+            tracing::warn!(%error, "an outcome write ended abnormally; its batch's lease will expire and it is sent again");
+        }
     }
 }
 
@@ -146,8 +178,14 @@ struct CredentialFailure {
     error: NotificationError,
 }
 
-/// Sends the rows of `claims` and writes their outcomes (one write for them all).
-async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_store::StoreError> {
+/// Sends the rows of `claims` and writes their outcomes (one write for them all), the write in
+/// the background (see [`Recording`]).
+async fn dispatch(
+    shared: &Arc<Shared>,
+    claims: Vec<Claim>,
+    worker: usize,
+    recording: &mut Recording,
+) -> Result<(), herald_store::StoreError> {
     let claimed_at = std::time::Instant::now();
     // The rows of every claim, and for each row the index of its claim.
     let mut tokens = Vec::with_capacity(claims.len());
@@ -333,23 +371,40 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
             outcomes,
         })
         .collect();
-    if !claims.is_empty() {
-        record(shared, &claims).await?;
-    }
-    tracing::debug!(
-        count,
-        record_ms = sent_at.elapsed().as_millis() as u64,
-        "batch recorded"
-    );
-
-    for (credential, failure) in broken {
+    // Sends through a refused credential stop now, not when this write is done: the
+    // dispatcher's next batch is sent meanwhile.
+    for (credential, failure) in &broken {
         tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; failing its queued notifications");
         shared.credentials.mark_broken(
-            &credential,
+            credential,
             failure.version,
             shared.config.credential_error_hold,
             failure.error.clone(),
         );
+    }
+    recording.wait().await;
+    let shared = shared.clone();
+    recording.0 = Some(tokio::spawn(async move {
+        if !claims.is_empty()
+            && let Err(error) = record(&shared, &claims).await
+        {
+            tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
+            return;
+        }
+        tracing::debug!(
+            count,
+            record_ms = sent_at.elapsed().as_millis() as u64,
+            "batch recorded"
+        );
+        fail_fast(&shared, broken).await;
+    }));
+    Ok(())
+}
+
+/// After a batch's outcomes are written: fails the queued notifications of each credential a
+/// provider refused at once.
+async fn fail_fast(shared: &Shared, broken: BTreeMap<String, CredentialFailure>) {
+    for (credential, failure) in broken {
         match shared
             .store
             .fail_queued_for_credential(&credential, &failure.error)
@@ -361,7 +416,6 @@ async fn dispatch(shared: &Shared, claims: Vec<Claim>) -> Result<(), herald_stor
             }
         }
     }
-    Ok(())
 }
 
 /// Runs the futures concurrently; their outputs in the order given. (`join_all` does the same for
@@ -637,8 +691,10 @@ mod tests {
             let account = store.create_account(None).await.unwrap().account.sid;
             // Planned 20 s ago, by its lease: it waited a third of the lease.
             let (id, claim) = planned_claim(&store, &account, now_ms() + 40_000).await;
-            let shared = shared(store.clone(), 1);
-            super::take_handed_over(&shared, claim, 0).await;
+            let shared = Arc::new(shared(store.clone(), 1));
+            let mut recording = super::Recording::default();
+            super::take_handed_over(&shared, claim, 0, &mut recording).await;
+            recording.wait().await;
             let op = store.get_operation(&account, &id).await.unwrap();
             assert_eq!(
                 (op.stats.queued, op.stats.failed, op.stats.sent),
@@ -665,10 +721,12 @@ mod tests {
             let (first, first_claim) = planned_claim(&store, &account, now_ms() + 60_000).await;
             let (waiting, waiting_claim) = planned_claim(&store, &account, now_ms() + 60_000).await;
             let (old, old_claim) = planned_claim(&store, &account, now_ms() + 40_000).await;
-            let shared = shared(store.clone(), 4);
+            let shared = Arc::new(shared(store.clone(), 4));
             shared.handoff_send.try_send(waiting_claim).unwrap();
             shared.handoff_send.try_send(old_claim).unwrap();
-            super::take_handed_over(&shared, first_claim, 0).await;
+            let mut recording = super::Recording::default();
+            super::take_handed_over(&shared, first_claim, 0, &mut recording).await;
+            recording.wait().await;
             assert!(shared.handoff.is_empty(), "{}", db.name);
             for id in [&first, &waiting] {
                 let op = store.get_operation(&account, id).await.unwrap();

@@ -50,7 +50,8 @@ pub use retry::RetryPolicy;
 /// the tests, like the planner's concurrency (`planner::PLANS_AT_ONCE`).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Dispatcher tasks, each with one claimed batch in flight.
+    /// Dispatcher tasks, each sending one claimed batch while the previous one's outcomes are
+    /// written.
     pub workers: usize,
     /// Notifications per claim.
     pub claim_batch: i64,

@@ -532,3 +532,38 @@ async fn operations_planned_together_keep_their_own_senders() {
     })
     .await;
 }
+
+/// Shutting the engine down while batches are with the providers waits for their sends and
+/// for their outcome writes (which run in the background of the dispatchers' next sends): when
+/// `shutdown` returns, every notification is written with its outcome.
+#[tokio::test]
+async fn shutdown_waits_for_the_outcome_writes_of_batches_in_flight() {
+    each_backend(|db| async move {
+        let mut h = Harness::new(db).await;
+        h.latency(300).await;
+        let tokens: Vec<String> = (0..120).map(|i| format!("slow-{i}")).collect();
+        let id = h
+            .send(request(
+                tokens.iter().map(|t| device(Provider::Apn, t)).collect(),
+            ))
+            .await;
+        // Wait until every row is claimed (handed over or claimed from the store; an attempt is
+        // counted either way) and nothing answered yet (300 ms).
+        for _ in 0..100 {
+            let rows = h.notifications(&id).await;
+            if rows.len() == 120 && rows.iter().all(|n| n.attempts == 1) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let op = h.operation(&id).await;
+        assert_eq!(op.stats.queued, 120, "claimed, not answered yet: {op:?}");
+        h.shutdown_engine().await;
+        let op = h.operation(&id).await;
+        assert_eq!(op.status, "COMPLETED", "{op:?}");
+        assert_eq!((op.stats.sent, op.stats.queued), (120, 0), "{op:?}");
+        h.assert_stats_match_rows(&op).await;
+        h.stop().await;
+    })
+    .await;
+}

@@ -61,7 +61,8 @@ pub struct ServeArgs {
     /// Credentials per app.
     #[arg(long, env = "HERALD_MAX_CREDENTIALS_PER_APP")]
     pub max_credentials_per_app: Option<i64>,
-    /// Delivery dispatcher tasks (each with one claimed batch in flight).
+    /// Delivery dispatcher tasks (each sending one claimed batch while the previous one's
+    /// outcomes are written).
     #[arg(long, env = "HERALD_DELIVERY_WORKERS")]
     pub delivery_workers: Option<usize>,
     /// Notifications claimed per batch.

@@ -144,6 +144,26 @@ impl Harness {
         }
     }
 
+    /// Shuts the engine down (the store stays open).
+    pub async fn shutdown_engine(&mut self) {
+        if let Some(engine) = self.engine.take() {
+            engine.shutdown().await;
+        }
+    }
+
+    /// Sets the sandbox's answer latency for every request.
+    pub async fn latency(&self, ms: u64) {
+        let status = self
+            .http
+            .post(format!("{}/_sandbox/config", self.sandbox.base_url()))
+            .json(&json!({ "latencyMs": ms }))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert!(status.is_success(), "latency {ms} → {status}");
+    }
+
     pub async fn stop(mut self) {
         if let Some(engine) = self.engine.take() {
             engine.shutdown().await;
