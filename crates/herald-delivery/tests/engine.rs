@@ -548,16 +548,19 @@ async fn shutdown_waits_for_the_outcome_writes_of_batches_in_flight() {
             ))
             .await;
         // Wait until every row is claimed (handed over or claimed from the store; an attempt is
-        // counted either way) and nothing answered yet (300 ms).
-        for _ in 0..100 {
+        // counted either way), while the sandbox holds its answers for 300 ms.
+        let mut claimed = false;
+        for _ in 0..500 {
             let rows = h.notifications(&id).await;
             if rows.len() == 120 && rows.iter().all(|n| n.attempts == 1) {
+                claimed = true;
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
+        assert!(claimed, "every row claimed within 5 s");
         let op = h.operation(&id).await;
-        assert_eq!(op.stats.queued, 120, "claimed, not answered yet: {op:?}");
+        assert!(op.stats.queued > 0, "rows still with the sandbox: {op:?}");
         h.shutdown_engine().await;
         let op = h.operation(&id).await;
         assert_eq!(op.status, "COMPLETED", "{op:?}");
