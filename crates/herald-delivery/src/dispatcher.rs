@@ -18,6 +18,7 @@ use herald_store::delivery::{
 };
 use herald_store::devices::{DeadDevice, InvalidatedDevice};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::Shared;
 use crate::credentials::{Client, CredentialState, Loaded};
@@ -28,14 +29,14 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
     // written unclaimed, other nodes' expired leases) is still asked at least every poll
     // interval.
     let mut store_checked = Instant::now();
-    let mut recording = Recording::default();
+    let mut recording = Recording::new(worker);
     loop {
         if *stopped.borrow() {
             // The planner has stopped (see `Engine::shutdown`): what it handed over is sent.
             while let Ok(claim) = shared.handoff.try_recv() {
                 take_handed_over(&shared, claim, worker, &mut recording).await;
             }
-            recording.wait().await;
+            recording.finish().await;
             return;
         }
         if store_checked.elapsed() < shared.config.poll_interval
@@ -73,7 +74,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut stopped: watch::Receiver<bool>,
             changed = stopped.changed() => {
                 // The engine was dropped without a shutdown.
                 if changed.is_err() {
-                    recording.wait().await;
+                    recording.finish().await;
                     return;
                 }
             }
@@ -146,17 +147,45 @@ async fn dispatch_logged(
 /// batch meanwhile instead of waiting for the write's commit (an fsync on SQLite, shared by the
 /// writes queued with it, so every dispatcher used to wait for the same commit and then send at
 /// once, leaving the providers idle in between); that batch's own write waits for this one, so
-/// at most one write per dispatcher is outstanding.
-#[derive(Default)]
-pub(crate) struct Recording(Option<tokio::task::JoinHandle<()>>);
+/// at most one write per dispatcher is outstanding. A credential fail-fast that follows a write
+/// runs as a task of its own (it may walk a large queue): the next write does not wait for it,
+/// only [`Recording::finish`] does.
+pub(crate) struct Recording {
+    worker: usize,
+    /// The write, and how many notifications it records; it hands back the fail-fast it
+    /// started, if any.
+    write: Option<(JoinHandle<Option<JoinHandle<()>>>, usize)>,
+    fail_fast: Vec<JoinHandle<()>>,
+}
 
 impl Recording {
+    pub(crate) fn new(worker: usize) -> Self {
+        Self {
+            worker,
+            write: None,
+            fail_fast: Vec::new(),
+        }
+    }
+
     /// Waits for the outcome write in progress, if any.
     pub(crate) async fn wait(&mut self) {
-        if let Some(write) = self.0.take()
-            && let Err(error) = write.await
-        {
-            tracing::warn!(%error, "an outcome write ended abnormally; its batch's lease will expire and it is sent again");
+        let Some((write, count)) = self.write.take() else {
+            return;
+        };
+        match write.await {
+            Ok(Some(fail_fast)) => self.fail_fast.push(fail_fast),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(worker = self.worker, count, %error,
+                "an outcome write ended abnormally; its batch's lease will expire and it is sent again"),
+        }
+        self.fail_fast.retain(|task| !task.is_finished());
+    }
+
+    /// Waits for the outcome write in progress and for the fail-fasts started after writes.
+    pub(crate) async fn finish(&mut self) {
+        self.wait().await;
+        for task in self.fail_fast.drain(..) {
+            let _ = task.await;
         }
     }
 }
@@ -372,9 +401,9 @@ async fn dispatch(
         })
         .collect();
     // Sends through a refused credential stop now, not when this write is done: the
-    // dispatcher's next batch is sent meanwhile.
+    // dispatcher's next batch is sent meanwhile. Its queued notifications fail after the write.
     for (credential, failure) in &broken {
-        tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; failing its queued notifications");
+        tracing::warn!(%credential, code = %failure.error.provider_reason.as_deref().unwrap_or(""), "credential refused by the provider; sends through it stop");
         shared.credentials.mark_broken(
             credential,
             failure.version,
@@ -384,20 +413,22 @@ async fn dispatch(
     }
     recording.wait().await;
     let shared = shared.clone();
-    recording.0 = Some(tokio::spawn(async move {
+    let write = tokio::spawn(async move {
+        let started = std::time::Instant::now();
         if !claims.is_empty()
             && let Err(error) = record(&shared, &claims).await
         {
             tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
-            return;
+            return None;
         }
         tracing::debug!(
             count,
-            record_ms = sent_at.elapsed().as_millis() as u64,
+            record_ms = started.elapsed().as_millis() as u64,
             "batch recorded"
         );
-        fail_fast(&shared, broken).await;
-    }));
+        (!broken.is_empty()).then(|| tokio::spawn(async move { fail_fast(&shared, broken).await }))
+    });
+    recording.write = Some((write, count));
     Ok(())
 }
 
@@ -405,6 +436,7 @@ async fn dispatch(
 /// provider refused at once.
 async fn fail_fast(shared: &Shared, broken: BTreeMap<String, CredentialFailure>) {
     for (credential, failure) in broken {
+        tracing::info!(%credential, "failing the queued notifications of a refused credential");
         match shared
             .store
             .fail_queued_for_credential(&credential, &failure.error)
@@ -692,9 +724,9 @@ mod tests {
             // Planned 20 s ago, by its lease: it waited a third of the lease.
             let (id, claim) = planned_claim(&store, &account, now_ms() + 40_000).await;
             let shared = Arc::new(shared(store.clone(), 1));
-            let mut recording = super::Recording::default();
+            let mut recording = super::Recording::new(0);
             super::take_handed_over(&shared, claim, 0, &mut recording).await;
-            recording.wait().await;
+            recording.finish().await;
             let op = store.get_operation(&account, &id).await.unwrap();
             assert_eq!(
                 (op.stats.queued, op.stats.failed, op.stats.sent),
@@ -724,9 +756,9 @@ mod tests {
             let shared = Arc::new(shared(store.clone(), 4));
             shared.handoff_send.try_send(waiting_claim).unwrap();
             shared.handoff_send.try_send(old_claim).unwrap();
-            let mut recording = super::Recording::default();
+            let mut recording = super::Recording::new(0);
             super::take_handed_over(&shared, first_claim, 0, &mut recording).await;
-            recording.wait().await;
+            recording.finish().await;
             assert!(shared.handoff.is_empty(), "{}", db.name);
             for id in [&first, &waiting] {
                 let op = store.get_operation(&account, id).await.unwrap();

@@ -80,9 +80,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            // 8 rather than 4: while some batches wait for their outcome write (and its commit),
-            // the others keep the provider connections busy; fan-outs ran 10-15 % faster
-            // (BENCHMARKS.md, 2026-12-06).
+            // 8 rather than 4: fan-outs ran 10-15 % faster when dispatchers still waited for
+            // their outcome writes (BENCHMARKS.md, 2026-12-06); since the writes run in the
+            // background, 4 and 8 measure the same (sixth session's notes) and 8 stays.
             workers: 8,
             claim_batch: 500,
             plan_batch: 1000,

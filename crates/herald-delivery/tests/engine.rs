@@ -547,8 +547,9 @@ async fn shutdown_waits_for_the_outcome_writes_of_batches_in_flight() {
                 tokens.iter().map(|t| device(Provider::Apn, t)).collect(),
             ))
             .await;
-        // Wait until every row is claimed (handed over or claimed from the store; an attempt is
-        // counted either way), while the sandbox holds its answers for 300 ms.
+        // Wait until every row is planned and claimed (a row the planner hands over counts its
+        // attempt when written; one claimed from the store, when claimed). The sandbox holds
+        // its answers for 300 ms, so batches are still being sent when the shutdown starts.
         let mut claimed = false;
         for _ in 0..500 {
             let rows = h.notifications(&id).await;
@@ -560,7 +561,7 @@ async fn shutdown_waits_for_the_outcome_writes_of_batches_in_flight() {
         }
         assert!(claimed, "every row claimed within 5 s");
         let op = h.operation(&id).await;
-        assert!(op.stats.queued > 0, "rows still with the sandbox: {op:?}");
+        assert!(op.stats.queued > 0, "rows still in flight: {op:?}");
         h.shutdown_engine().await;
         let op = h.operation(&id).await;
         assert_eq!(op.status, "COMPLETED", "{op:?}");
