@@ -987,13 +987,8 @@ static INSERT_NOTIFICATION: LazyLock<String> = LazyLock::new(|| insert_notificat
 static INSERT_NOTIFICATIONS: LazyLock<String> =
     LazyLock::new(|| insert_notifications_sql(NOTIFICATIONS_PER_INSERT));
 
-/// A sent row of operation $2, as an outcome write marks it on the group commit's SQLite
-/// connection ($1 is the time; the row's id and claim token are $3 and $4).
-const MARK_SENT: &str = "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
-     claim_token = NULL, error = NULL WHERE id = $3 AND operation_id = $2 AND claim_token = $4";
-
-/// [`MARK_SENT`] for `rows` rows of one operation: row `r`'s id and claim token are
-/// `$(3+2r)` and `$(4+2r)`.
+/// Sent rows of operation $2, as an outcome write marks them on the group commit's SQLite
+/// connection: $1 is the time, row `r`'s id and claim token are `$(3+2r)` and `$(4+2r)`.
 fn mark_sent_sql(rows: usize) -> String {
     let values: Vec<String> = (0..rows)
         .map(|row| format!("(${}, ${})", 3 + 2 * row, 4 + 2 * row))
@@ -1009,6 +1004,7 @@ fn mark_sent_sql(rows: usize) -> String {
 
 /// How many rows one UPDATE of an outcome write marks sent on the group commit's connection.
 const SENT_PER_UPDATE: usize = 32;
+static MARK_SENT: LazyLock<String> = LazyLock::new(|| mark_sent_sql(1));
 static MARK_SENT_MANY: LazyLock<String> = LazyLock::new(|| mark_sent_sql(SENT_PER_UPDATE));
 
 /// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
@@ -1405,7 +1401,7 @@ impl SqlStore {
                 // Prepared UPDATEs of many rows of one operation each (see `Conn::is_embedded`).
                 let mut by_operation: Vec<(&str, Vec<Query>)> = Vec::new();
                 for &(id, op, token) in &sent {
-                    let row = query(MARK_SENT).bind(id).bind(token);
+                    let row = query(MARK_SENT.as_str()).bind(id).bind(token);
                     match by_operation.iter_mut().find(|(o, _)| *o == op) {
                         Some((_, rows)) => rows.push(row),
                         None => by_operation.push((op, vec![row])),
@@ -1416,7 +1412,7 @@ impl SqlStore {
                     let shared = |sql| query(sql).bind(now).bind(op);
                     let changed = execute_rows_together(
                         tx,
-                        MARK_SENT,
+                        MARK_SENT.as_str(),
                         MARK_SENT_MANY.as_str(),
                         SENT_PER_UPDATE,
                         shared,
