@@ -957,9 +957,14 @@ async fn insert_operation(
 /// Notification rows, as the planner writes them on the group commit's SQLite connection:
 /// $1..$11 are the planning step's (as in the JSON-list form), $12..$18 the first row's, $19..$25
 /// the second's, and so on.
+///
+/// `OR FAIL` here and in [`mark_sent_sql`]: a multi-row statement that may abort makes SQLite keep
+/// a statement journal (a copy of every page it changes) so that it can undo just itself; a
+/// failing `OR FAIL` statement keeps what it did before the failure instead. The group commit
+/// rolls the whole write back when any of its statements fails, so the copy was never used.
 fn insert_notifications_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, provider, \
+        "INSERT OR FAIL INTO notifications (id, account_sid, operation_id, recipient_index, provider, \
          token, credential_id, app_name, user_id, status, priority, tags, tag_keys, due_at, \
          expires_at, created_at, updated_at, claim_token, attempts) VALUES ",
     );
@@ -994,7 +999,7 @@ fn mark_sent_sql(rows: usize) -> String {
         .map(|row| format!("(${}, ${})", 3 + 2 * row, 4 + 2 * row))
         .collect();
     format!(
-        "UPDATE notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
+        "UPDATE OR FAIL notifications SET status = 'SENT', sent_at = $1, updated_at = $1, \
          claim_token = NULL, error = NULL FROM (VALUES {}) AS w \
          WHERE notifications.id = w.column1 AND notifications.operation_id = $2 \
          AND notifications.claim_token = w.column2",

@@ -218,6 +218,88 @@ mod tests {
         writer.close().await;
     }
 
+    /// Migration 0010 rebuilds `notifications` without its foreign key: a database written by
+    /// the migrations before it keeps its rows, and gets the table's indexes back.
+    #[tokio::test]
+    async fn notifications_keep_their_rows_when_the_foreign_key_is_dropped() {
+        use sqlx::Row;
+        sqlx::any::install_default_drivers();
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("m.db").display());
+        let mut before = sqlx::migrate!("./migrations/sqlite");
+        let upto = before
+            .migrations
+            .iter()
+            .position(|m| m.version == 10)
+            .expect("migration 0010");
+        before.migrations = before.migrations[..upto].to_vec().into();
+        let old = sqlx::AnyPool::connect(&url).await.unwrap();
+        before.run(&old).await.unwrap();
+        for sql in [
+            "INSERT INTO accounts (sid, auth_token_hash, created_at, updated_at) \
+             VALUES ('AC1', 'h', 1, 1)",
+            "INSERT INTO operations (id, account_sid, status, recipients, created_at, updated_at, \
+             expires_at, plan_due_at) VALUES ('op1', 'AC1', 'PROCESSING', 2, 1, 1, 9, 1)",
+            "INSERT INTO notifications (id, account_sid, operation_id, recipient_index, provider, \
+             token, credential_id, status, priority, due_at, expires_at, created_at, \
+             updated_at, sent_at, claim_token, attempts) VALUES \
+             ('n1', 'AC1', 'op1', 0, 'APN', 't1', 'c1', 'SENT', 'HIGH', 5, 9, 2, 3, 3, NULL, 1), \
+             ('n2', 'AC1', 'op1', 1, 'FCM', 't2', 'c1', 'QUEUED', 'HIGH', 5, 9, 2, 3, NULL, 'k', 1)",
+        ] {
+            sqlx::query(sql).execute(&old).await.unwrap();
+        }
+        old.close().await;
+
+        let (reader, writer, _) = super::connect(&url).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT id, status, token, sent_at, claim_token FROM notifications ORDER BY id",
+        )
+        .fetch_all(&reader)
+        .await
+        .unwrap();
+        let rows: Vec<String> = rows
+            .iter()
+            .map(|r| {
+                let (id, status, token): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                let (sent_at, claim): (Option<i64>, Option<String>) = (r.get(3), r.get(4));
+                format!("{id} {status} {token} {sent_at:?} {claim:?}")
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            ["n1 SENT t1 Some(3) None", "n2 QUEUED t2 None Some(\"k\")"]
+        );
+        let keys: i64 =
+            sqlx::query("SELECT count(*) FROM pragma_foreign_key_list('notifications')")
+                .fetch_one(&reader)
+                .await
+                .unwrap()
+                .get(0);
+        assert_eq!(keys, 0);
+        let mut indexes: Vec<String> = sqlx::query(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications' \
+             AND name NOT LIKE 'sqlite_autoindex%'",
+        )
+        .fetch_all(&reader)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+        indexes.sort();
+        assert_eq!(
+            indexes,
+            [
+                "notifications_by_account",
+                "notifications_by_operation",
+                "notifications_queue",
+                "notifications_scheduled"
+            ]
+        );
+        reader.close().await;
+        writer.close().await;
+    }
+
     /// The embedded readers see every commit at once (no snapshot is kept between reads),
     /// refuse writes (those go through the group commit), and are closed with the store.
     #[tokio::test]
