@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
-use http::{HeaderName, HeaderValue, Method, Request, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use uuid::Uuid;
 
 pub use classify::classify_apns;
@@ -74,11 +74,10 @@ const APPLICATION_JSON: HeaderValue = HeaderValue::from_static("application/json
 #[derive(Debug, Clone)]
 pub struct ApnsPrepared {
     payload: Bytes,
-    content_length: HeaderValue,
-    push_type: HeaderValue,
-    priority: HeaderValue,
-    expiration: HeaderValue,
-    collapse_id: Option<HeaderValue>,
+    /// The message's own headers (push type, priority, expiration, collapse id, content type and
+    /// length): each request starts from a copy and adds its apns-id, topic and token, which
+    /// costs less than hashing and inserting all of them again.
+    headers: HeaderMap,
     /// Why this message cannot be sent at all (too large, bad collapse id).
     invalid: Option<String>,
 }
@@ -117,13 +116,22 @@ impl ApnsPrepared {
                 }
             },
         };
+        // Room for the three headers each request adds.
+        let mut map = HeaderMap::with_capacity(10);
+        map.insert(APNS_PUSH_TYPE, HeaderValue::from_static(headers.push_type));
+        map.insert(
+            APNS_PRIORITY,
+            HeaderValue::from(u16::from(headers.priority)),
+        );
+        map.insert(APNS_EXPIRATION, HeaderValue::from(headers.expiration));
+        if let Some(collapse_id) = collapse_id {
+            map.insert(APNS_COLLAPSE_ID, collapse_id);
+        }
+        map.insert(CONTENT_TYPE, APPLICATION_JSON);
+        map.insert(CONTENT_LENGTH, HeaderValue::from(payload.len()));
         ApnsPrepared {
-            content_length: HeaderValue::from(payload.len()),
             payload: Bytes::from(payload),
-            push_type: HeaderValue::from_static(headers.push_type),
-            priority: HeaderValue::from(u16::from(headers.priority)),
-            expiration: HeaderValue::from(headers.expiration),
-            collapse_id,
+            headers: map,
             invalid,
         }
     }
@@ -338,7 +346,7 @@ impl ApnsClient {
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
         let headers = request.headers_mut();
-        headers.reserve(10);
+        *headers = prepared.headers.clone();
         if let Some(token) = provider_token {
             headers.insert(AUTHORIZATION, token.header.clone());
         }
@@ -346,14 +354,6 @@ impl ApnsClient {
         if let Some(topic) = &self.topic {
             headers.insert(APNS_TOPIC, topic.clone());
         }
-        headers.insert(APNS_PUSH_TYPE, prepared.push_type.clone());
-        headers.insert(APNS_PRIORITY, prepared.priority.clone());
-        headers.insert(APNS_EXPIRATION, prepared.expiration.clone());
-        if let Some(collapse_id) = &prepared.collapse_id {
-            headers.insert(APNS_COLLAPSE_ID, collapse_id.clone());
-        }
-        headers.insert(CONTENT_TYPE, APPLICATION_JSON);
-        headers.insert(CONTENT_LENGTH, prepared.content_length.clone());
         request
     }
 
@@ -717,11 +717,16 @@ mod tests {
             ..PushMessage::new()
         };
         let p = ApnsPrepared::new(&msg);
-        assert_eq!(p.expiration, "0");
-        assert_eq!(p.priority, "10");
-        assert_eq!(p.push_type, "alert");
-        assert_eq!(p.collapse_id.as_ref().unwrap(), "c");
-        assert_eq!(p.content_length, p.payload().len().to_string().as_str());
+        assert_eq!(p.headers[APNS_EXPIRATION], "0");
+        assert_eq!(p.headers[APNS_PRIORITY], "10");
+        assert_eq!(p.headers[APNS_PUSH_TYPE], "alert");
+        assert_eq!(p.headers[APNS_COLLAPSE_ID], "c");
+        assert_eq!(p.headers[CONTENT_TYPE], "application/json");
+        assert_eq!(
+            p.headers[CONTENT_LENGTH],
+            p.payload().len().to_string().as_str()
+        );
+        assert_eq!(p.headers.len(), 6);
         assert!(p.invalid_reason().is_none());
 
         let big = PushMessage {
