@@ -16,6 +16,37 @@ impl<S: Send + Sync> FromRequest<S> for PushJson {
     type Rejection = PushError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let PushJsonBytes(bytes) = PushJsonBytes::from_request(request, state).await?;
+        json_object(&bytes).map(PushJson)
+    }
+}
+
+/// A Push API JSON body not parsed yet (the send reads a well-formed body straight into its
+/// request; see `herald_core::send::parse_valid`): the same content type and size checks as
+/// [`PushJson`], whose parse is then [`json_object`].
+pub struct PushJsonBytes(pub Bytes);
+
+/// The JSON object in `bytes`, or the 400 [`PushJson`] answers.
+pub fn json_object(bytes: &[u8]) -> Result<Map<String, Value>, PushError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(PushError::new(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMETER,
+            "body must be a JSON object",
+        )),
+        Err(error) => Err(PushError::new(
+            StatusCode::BAD_REQUEST,
+            code::INVALID_PARAMETER,
+            format!("malformed JSON: {error}"),
+        )),
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for PushJsonBytes {
+    type Rejection = PushError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let content_type = request
             .headers()
             .get(header::CONTENT_TYPE)
@@ -50,19 +81,7 @@ impl<S: Send + Sync> FromRequest<S> for PushJson {
                     )
                 }
             })?;
-        match serde_json::from_slice::<Value>(&bytes) {
-            Ok(Value::Object(map)) => Ok(PushJson(map)),
-            Ok(_) => Err(PushError::new(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_PARAMETER,
-                "body must be a JSON object",
-            )),
-            Err(error) => Err(PushError::new(
-                StatusCode::BAD_REQUEST,
-                code::INVALID_PARAMETER,
-                format!("malformed JSON: {error}"),
-            )),
-        }
+        Ok(PushJsonBytes(bytes))
     }
 }
 

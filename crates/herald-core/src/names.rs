@@ -57,13 +57,22 @@ impl DeviceToken {
     pub const MAX_LEN: usize = 4096;
 
     pub fn parse(text: &str) -> Result<Self, String> {
+        Self::check(text)?;
+        Ok(Self(text.to_owned()))
+    }
+    /// [`DeviceToken::parse`] of a string already owned (no copy).
+    pub fn parse_owned(text: String) -> Result<Self, String> {
+        Self::check(&text)?;
+        Ok(Self(text))
+    }
+    fn check(text: &str) -> Result<(), String> {
         if text.is_empty() || text.len() > Self::MAX_LEN {
             return Err("token must be 1-4096 characters".into());
         }
         if !text.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err("token must be printable ASCII without spaces".into());
         }
-        Ok(Self(text.to_owned()))
+        Ok(())
     }
     pub fn as_str(&self) -> &str {
         &self.0

@@ -12,7 +12,7 @@ use crate::{AppName, Provider, Tags};
 mod parse;
 mod template;
 
-pub use parse::{MAX_COLLAPSE_KEY_BYTES, Problem, is_credential_id, parse};
+pub use parse::{MAX_COLLAPSE_KEY_BYTES, Problem, is_credential_id, parse, parse_valid};
 pub use template::{check_template, has_markup, render, try_render};
 
 /// Who sends: an app's default credentials, named credentials, or the account's default app.

@@ -1,7 +1,9 @@
 //! The send body parser and Liquid templating: every rule of API.md's send body.
 
 use herald_core::ids::{self, new_type_id};
-use herald_core::send::{Priority, Recipient, SendRequest, Sender, parse, render, try_render};
+use herald_core::send::{
+    Priority, Recipient, SendRequest, Sender, parse, parse_valid, render, try_render,
+};
 use herald_core::{AppName, Provider};
 use serde_json::{Map, Value, json};
 
@@ -23,13 +25,29 @@ fn with(mut base: Value, key: &str, value: Value) -> Value {
     base
 }
 
+/// `body` parsed, asserting that the fast path (`parse_valid`, from the bytes) reads it alike.
 fn ok(body: &Value) -> SendRequest {
-    parse(body, NOW).unwrap_or_else(|e| panic!("expected {body} to parse, got {e:?}"))
+    let request =
+        parse(body, NOW).unwrap_or_else(|e| panic!("expected {body} to parse, got {e:?}"));
+    let bytes = serde_json::to_vec(body).unwrap();
+    assert_eq!(
+        parse_valid(&bytes, NOW).as_ref(),
+        Some(&request),
+        "the fast path reads {body} otherwise"
+    );
+    request
 }
 
-/// The problems of `body`, asserting there is one at each of `paths`.
+/// The problems of `body`, asserting there is one at each of `paths` (and that the fast path,
+/// `parse_valid`, leaves the body to `parse`).
 fn problems_at(body: &Value, paths: &[&str]) -> Vec<(String, String)> {
     let problems = parse(body, NOW).expect_err("expected problems");
+    let bytes = serde_json::to_vec(body).unwrap();
+    assert_eq!(
+        parse_valid(&bytes, NOW),
+        None,
+        "the fast path accepts {body}"
+    );
     for path in paths {
         assert!(
             problems.iter().any(|(p, _)| p == path),
@@ -726,4 +744,38 @@ fn rendering_errors_depend_on_the_values() {
     );
     assert_eq!(render("{{ broken", &Map::new()), "{{ broken");
     assert!(try_render("{{ broken", &Map::new()).is_err());
+}
+
+/// The fast path leaves to `parse` what it does not read exactly alike: repeated keys (a
+/// `Value` keeps the last), a provider name with an escape, a repeated recipient field.
+#[test]
+fn the_fast_path_leaves_odd_bodies_to_parse() {
+    let repeated =
+        br#"{"to":[{"token":"t","provider":"APN"}],"content":{"body":"a"},"content":{"body":"b"}}"#;
+    assert_eq!(parse_valid(repeated, NOW), None);
+    let value: Value = serde_json::from_slice(repeated).unwrap();
+    assert_eq!(ok_slow(&value).content.body.as_deref(), Some("b"));
+
+    let escaped = br#"{"to":[{"token":"t","provider":"\u0041PN"}],"content":{"body":"a"}}"#;
+    assert_eq!(parse_valid(escaped, NOW), None);
+    let value: Value = serde_json::from_slice(escaped).unwrap();
+    assert!(matches!(
+        ok_slow(&value).to[0],
+        Recipient::Device {
+            provider: Provider::Apn,
+            ..
+        }
+    ));
+
+    let twice = br#"{"to":[{"token":"t","token":"u","provider":"FCM"}],"content":{"body":"a"}}"#;
+    assert_eq!(parse_valid(twice, NOW), None);
+    assert_eq!(parse_valid(b"not json", NOW), None);
+    assert_eq!(parse_valid(b"[]", NOW), None);
+    // A well-formed body is read by the fast path.
+    let plain = br#"{"to":[{"token":"t","provider":"FCM"}],"content":{"body":"a"}}"#;
+    assert!(parse_valid(plain, NOW).is_some());
+}
+
+fn ok_slow(body: &Value) -> SendRequest {
+    parse(body, NOW).unwrap_or_else(|e| panic!("expected {body} to parse, got {e:?}"))
 }

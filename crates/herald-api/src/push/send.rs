@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::errors::{FieldErrors, PushError};
-use crate::json::PushJson;
+use crate::json::{PushJsonBytes, json_object};
 
 /// The most problems listed in one 400 (a list of 10,000 bad tokens would otherwise make a
 /// megabyte of errors); the last entry then says how many more there were.
@@ -35,26 +35,20 @@ pub async fn send(
     State(state): State<AppState>,
     caller: Caller,
     headers: HeaderMap,
-    PushJson(body): PushJson,
+    PushJsonBytes(bytes): PushJsonBytes,
 ) -> Result<Response, PushError> {
     let account = caller.account_sid.as_str();
-    let body = Value::Object(body);
     let mut errors = FieldErrors::new();
     let key = idempotency_key(&headers, &mut errors);
-    let request = match send::parse(&body, now_ms()) {
-        Ok(request) => Some(request),
-        Err(problems) => {
-            let total = problems.len();
-            for (path, message) in problems.into_iter().take(MAX_REPORTED_PROBLEMS) {
-                errors.add(path, message);
-            }
-            if total > MAX_REPORTED_PROBLEMS {
-                errors.add(
-                    "",
-                    format!("... and {} more problems", total - MAX_REPORTED_PROBLEMS),
-                );
-            }
-            None
+    let now = now_ms();
+    // A well-formed body is read straight into the request; any other (and one with an
+    // Idempotency-Key, whose hash is of the parsed body) is parsed into a `Value` first, which
+    // words every problem.
+    let (request, body) = match key.is_none().then(|| send::parse_valid(&bytes, now)) {
+        Some(Some(request)) => (Some(request), None),
+        _ => {
+            let body = Value::Object(json_object(&bytes)?);
+            (parse_body(&body, now, &mut errors), Some(body))
         }
     };
     let Some(request) = request else {
@@ -67,7 +61,7 @@ pub async fn send(
 
     let idempotency = key.map(|key| Idempotency {
         key,
-        request_hash: request_hash(&body),
+        request_hash: request_hash(body.as_ref().expect("a body with a key is parsed")),
     });
     let created = state
         .store
@@ -92,6 +86,26 @@ pub async fn send(
         state.wake_delivery.notify_one();
     }
     Ok(operation_accepted(&state, &created.id))
+}
+
+/// The request `body` makes, or `None` with its problems (the first hundred) in `errors`.
+fn parse_body(body: &Value, now: i64, errors: &mut FieldErrors) -> Option<SendRequest> {
+    match send::parse(body, now) {
+        Ok(request) => Some(request),
+        Err(problems) => {
+            let total = problems.len();
+            for (path, message) in problems.into_iter().take(MAX_REPORTED_PROBLEMS) {
+                errors.add(path, message);
+            }
+            if total > MAX_REPORTED_PROBLEMS {
+                errors.add(
+                    "",
+                    format!("... and {} more problems", total - MAX_REPORTED_PROBLEMS),
+                );
+            }
+            None
+        }
+    }
 }
 
 /// 202 `{"operationId", "operationLocation"}` with `Location` (a send and a cancel answer this).
