@@ -191,9 +191,11 @@ impl Recording {
 }
 
 /// What to do with one claimed notification before any network call.
-enum Step {
+enum Step<'a> {
+    /// `loaded` is borrowed from the batch's credentials (a clone per notification was two
+    /// reference counts shared by every dispatcher, changed twice per send).
     Send {
-        loaded: Loaded,
+        loaded: &'a Loaded,
         prepared: Prepared,
     },
     Done(OutcomeKind),
@@ -266,7 +268,7 @@ async fn dispatch(
             match credentials.get(&n.credential_id) {
                 Some(CredentialState::Ready(loaded)) => Step::Send {
                     prepared: context.prepared(loaded.client.kind(), n.recipient_index),
-                    loaded: loaded.clone(),
+                    loaded,
                 },
                 Some(CredentialState::Broken(error)) => {
                     Step::Done(OutcomeKind::Failed(error.clone()))
@@ -287,7 +289,7 @@ async fn dispatch(
             Step::Done(kind) => (None, Some(kind)),
             Step::Later => (None, None),
             Step::Send { loaded, prepared } => {
-                let outcome = send(&loaded, &prepared, n).await;
+                let outcome = send(loaded, &prepared, n).await;
                 (Some((loaded, outcome)), None)
             }
         }
@@ -416,7 +418,7 @@ async fn dispatch(
     let write = tokio::spawn(async move {
         let started = std::time::Instant::now();
         if !claims.is_empty()
-            && let Err(error) = record(&shared, &claims).await
+            && let Err(error) = record(&shared, claims.into()).await
         {
             tracing::warn!(worker, count, %error, "batch not recorded; its lease will expire and it is sent again");
             return None;
@@ -474,11 +476,14 @@ async fn join_in_order<F: std::future::Future>(futures: impl Iterator<Item = F>)
 
 /// Writes the outcomes, trying again a few times on store errors (giving up lets the lease
 /// expire: the batch is then sent again, the one source of duplicates).
-async fn record(shared: &Shared, claims: &[ClaimOutcomes]) -> Result<(), herald_store::StoreError> {
+async fn record(
+    shared: &Shared,
+    claims: Arc<[ClaimOutcomes]>,
+) -> Result<(), herald_store::StoreError> {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        match shared.store.record_outcomes_of_claims(claims).await {
+        match shared.store.record_outcomes_of_claims(claims.clone()).await {
             Ok(summary) => {
                 if summary.stale > 0 {
                     tracing::info!(

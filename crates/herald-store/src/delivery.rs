@@ -362,13 +362,17 @@ pub trait DeliveryStore {
             claim_token: claim_token.to_owned(),
             outcomes: outcomes.to_vec(),
         };
-        self.record_outcomes_of_claims(std::slice::from_ref(&claim))
-            .await
+        self.record_outcomes_of_claims(Arc::from([claim])).await
     }
     /// Writes the outcomes of several claims in one transaction (a dispatcher sends several
     /// claims at once; one write for them all takes one statement per kind of change, not one
     /// per claim). Each row is written only if its own claim still holds it.
-    async fn record_outcomes_of_claims(&self, claims: &[ClaimOutcomes]) -> Result<OutcomeSummary>;
+    /// (Shared, not borrowed: on SQLite the write runs on the group commit's thread, and a caller
+    /// that tries again keeps its copy.)
+    async fn record_outcomes_of_claims(
+        &self,
+        claims: Arc<[ClaimOutcomes]>,
+    ) -> Result<OutcomeSummary>;
     /// Gives rows of a claim back to the queue unsent: due now, unclaimed, the claim's attempt
     /// not counted. Rows the claim no longer holds are left alone; returns how many were given
     /// back. (A batch the planner handed over that waited too long for a dispatcher.)
@@ -1846,8 +1850,10 @@ impl DeliveryStore for SqlStore {
         .await
     }
 
-    async fn record_outcomes_of_claims(&self, claims: &[ClaimOutcomes]) -> Result<OutcomeSummary> {
-        let claims: Arc<[ClaimOutcomes]> = claims.into();
+    async fn record_outcomes_of_claims(
+        &self,
+        claims: Arc<[ClaimOutcomes]>,
+    ) -> Result<OutcomeSummary> {
         let store = self.clone();
         self.write(move |conn| {
             let (store, claims) = (store.clone(), claims.clone());

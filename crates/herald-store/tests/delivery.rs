@@ -537,7 +537,10 @@ async fn outcomes_of_several_claims_are_written_at_once() {
                 outcomes: second_outcomes,
             },
         ];
-        let mut summary = store.record_outcomes_of_claims(&claims).await.unwrap();
+        let mut summary = store
+            .record_outcomes_of_claims(claims.clone().into())
+            .await
+            .unwrap();
         assert_eq!(
             (summary.sent, summary.failed, summary.stale),
             (4, 1, 1),
@@ -629,7 +632,10 @@ async fn large_steps_and_outcome_writes_store_every_row() {
                 }
             })
             .collect();
-        let summary = store.record_outcomes_of_claims(&outcomes).await.unwrap();
+        let summary = store
+            .record_outcomes_of_claims(outcomes.clone().into())
+            .await
+            .unwrap();
         assert_eq!(
             (summary.sent, summary.failed, summary.stale),
             (2 * (rows as u64 - 2), 2, 2),

@@ -274,18 +274,14 @@ impl ApnsClient {
             }
         };
         let mut buf = Uuid::encode_buffer();
-        let mut apns_id =
-            HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).expect("uuid is ASCII");
-        // Unique to this request: HPACK need not add it to either side's table (where it would
-        // only evict the headers every request repeats).
-        apns_id.set_sensitive(true);
+        let apns_id: &str = id.hyphenated().encode_lower(&mut buf);
         let mut provider_token = match &self.auth {
             Auth::Token(tokens) => Some(tokens.current()),
             Auth::Certificate => None,
         };
         let mut reminted = false;
         loop {
-            let make = || self.request(&uri, prepared, &apns_id, provider_token.as_deref());
+            let make = || self.request(&uri, prepared, apns_id, provider_token.as_deref());
             let response = match self.pool.send(make, &prepared.payload).await {
                 Ok(response) => response,
                 Err(err) => return self.send_error(err),
@@ -325,7 +321,7 @@ impl ApnsClient {
                 .headers
                 .get(&APNS_ID)
                 .and_then(|v| v.to_str().ok())
-                .or_else(|| apns_id.to_str().ok());
+                .or(Some(apns_id));
             return classify_apns(
                 status,
                 reason.as_deref(),
@@ -339,9 +335,15 @@ impl ApnsClient {
         &self,
         uri: &Uri,
         prepared: &ApnsPrepared,
-        apns_id: &HeaderValue,
+        apns_id: &str,
         provider_token: Option<&ProviderToken>,
     ) -> Request<()> {
+        // Made here rather than cloned: a clone of a header value's bytes turns them into shared
+        // ones (an allocation and atomic counts), for a value sent once.
+        let mut apns_id = HeaderValue::from_str(apns_id).expect("uuid is ASCII");
+        // Unique to this request: HPACK need not add it to either side's table (where it would
+        // only evict the headers every request repeats).
+        apns_id.set_sensitive(true);
         let mut request = Request::new(());
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
@@ -350,7 +352,7 @@ impl ApnsClient {
         if let Some(token) = provider_token {
             headers.insert(AUTHORIZATION, token.header.clone());
         }
-        headers.insert(APNS_ID, apns_id.clone());
+        headers.insert(APNS_ID, apns_id);
         if let Some(topic) = &self.topic {
             headers.insert(APNS_TOPIC, topic.clone());
         }
