@@ -330,22 +330,26 @@ async fn write_and_hand_over(
         .then(|| shared.reserve_handoff(chunks))
         .flatten();
     batch.claim = reserved.is_some();
+    // The rows move into the store's write (and from there into the claim).
+    let operation_id = batch.operation_id.clone();
+    let rows = batch.notifications.len();
+    let scheduled = batch.scheduled_until.is_some();
     let writing = std::time::Instant::now();
-    let written = shared.store.write_plan_batch(&batch).await;
+    let written = shared.store.write_plan(batch).await;
     let Some(claim) = written? else {
-        tracing::info!(operation = %batch.operation_id, "plan lease lost or operation canceled");
+        tracing::info!(operation = %operation_id, "plan lease lost or operation canceled");
         return Ok(false);
     };
     tracing::debug!(
-        operation = %batch.operation_id,
-        rows = batch.notifications.len(),
+        operation = %operation_id,
+        rows,
         claimed = !claim.notifications.is_empty(),
         resolve_ms,
         write_ms = writing.elapsed().as_millis() as u64,
         "plan batch written"
     );
     if claim.notifications.is_empty() {
-        if batch.scheduled_until.is_none() && !batch.notifications.is_empty() {
+        if !scheduled && rows > 0 {
             shared.wake_dispatchers.notify_waiters();
         }
         return Ok(true);

@@ -344,8 +344,13 @@ pub trait DeliveryStore {
     ) -> Result<Vec<PlanTask>>;
     /// Writes one planning step atomically (rows, stats, resume point). `None` when the plan
     /// lease was lost or the operation canceled meanwhile: nothing was written. Otherwise the
-    /// claim of the rows inserted claimed (empty unless `batch.claim` and the rows are QUEUED).
-    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>>;
+    /// claim of the rows inserted claimed (empty unless `batch.claim` and the rows are QUEUED),
+    /// made of the step's own rows (moved, not copied).
+    async fn write_plan(&self, batch: PlanBatch) -> Result<Option<Claim>>;
+    /// [`DeliveryStore::write_plan`] of a copy of `batch`, for a caller that keeps it.
+    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>> {
+        self.write_plan(batch.clone()).await
+    }
     /// Moves due SCHEDULED notifications to QUEUED (their operations to PROCESSING); returns how
     /// many moved.
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64>;
@@ -1019,11 +1024,13 @@ static MARK_SENT_MANY: LazyLock<String> = LazyLock::new(|| mark_sent_sql(SENT_PE
 
 /// The write transactions of the engine, run by [`SqlStore::write`] (shared commits on SQLite).
 impl SqlStore {
+    /// The write of [`DeliveryStore::write_plan`]: the claim without its rows, and the ids of
+    /// the rows inserted claimed (the caller makes them into the claim's rows).
     async fn write_plan_batch_in(
         &self,
         tx: &mut Conn<'_>,
         batch: &PlanBatch,
-    ) -> Result<Option<Claim>> {
+    ) -> Result<Option<(Claim, Option<Vec<String>>)>> {
         let now = now_ms();
         let count = batch.notifications.len() as i64;
         let (scheduled, queued) = match batch.scheduled_until {
@@ -1068,11 +1075,12 @@ impl SqlStore {
         if started_by.as_deref() == Some(token.as_str()) && owned.try_get::<i64>(1)? == 1 {
             events.operation(&batch.operation_id, types::OPERATION_PROCESSING);
         }
-        let mut claim = Claim {
+        let claim = Claim {
             token,
             lease_until: batch.lease_until,
             notifications: Vec::new(),
         };
+        let mut claimed_ids = None;
         let claimed = batch.claim && queued > 0;
         let account_sid = &batch.account_sid;
         let status = if batch.scheduled_until.is_some() {
@@ -1166,24 +1174,7 @@ impl SqlStore {
                 step(&sql).bind(json_list(&rows)).execute(&mut *tx).await?;
             }
             if claimed {
-                claim.notifications = batch
-                    .notifications
-                    .iter()
-                    .zip(ids)
-                    .map(|(n, id)| ClaimedNotification {
-                        id,
-                        operation_id: batch.operation_id.clone(),
-                        account_sid: account_sid.clone(),
-                        recipient_index: n.recipient_index,
-                        provider: n.provider,
-                        token: n.token.clone(),
-                        credential_id: n.credential_id.clone(),
-                        app_name: n.app_name.clone(),
-                        user_id: n.user_id.clone(),
-                        attempts: 1,
-                        expires_at: batch.expires_at,
-                    })
-                    .collect();
+                claimed_ids = Some(ids);
             }
         }
         // Rows written now are still to be sent: an operation only finishes here when its last
@@ -1199,7 +1190,7 @@ impl SqlStore {
             .await?;
         }
         events.insert(tx, self.backend()).await?;
-        Ok(Some(claim))
+        Ok(Some((claim, claimed_ids)))
     }
 
     async fn promote_scheduled_in(&self, tx: &mut Conn<'_>, now: i64, limit: i64) -> Result<u64> {
@@ -1818,14 +1809,48 @@ impl DeliveryStore for SqlStore {
         .await
     }
 
-    async fn write_plan_batch(&self, batch: &PlanBatch) -> Result<Option<Claim>> {
-        let batch = Arc::new(batch.clone());
+    async fn write_plan(&self, batch: PlanBatch) -> Result<Option<Claim>> {
+        let batch = Arc::new(batch);
         let store = self.clone();
-        self.write(move |conn| {
-            let (store, batch) = (store.clone(), batch.clone());
-            Box::pin(async move { store.write_plan_batch_in(conn, &batch).await })
-        })
-        .await
+        let shared = batch.clone();
+        let written: Option<(Claim, Option<Vec<String>>)> = self
+            .write(move |conn| {
+                let (store, batch) = (store.clone(), shared.clone());
+                Box::pin(async move { store.write_plan_batch_in(conn, &batch).await })
+            })
+            .await?;
+        let Some((mut claim, ids)) = written else {
+            return Ok(None);
+        };
+        if let Some(ids) = ids {
+            // The write (which held the other reference) is over: the rows move into the claim.
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            let PlanBatch {
+                operation_id,
+                account_sid,
+                notifications,
+                expires_at,
+                ..
+            } = batch;
+            claim.notifications = notifications
+                .into_iter()
+                .zip(ids)
+                .map(|(n, id)| ClaimedNotification {
+                    id,
+                    operation_id: operation_id.clone(),
+                    account_sid: account_sid.clone(),
+                    recipient_index: n.recipient_index,
+                    provider: n.provider,
+                    token: n.token,
+                    credential_id: n.credential_id,
+                    app_name: n.app_name,
+                    user_id: n.user_id,
+                    attempts: 1,
+                    expires_at,
+                })
+                .collect();
+        }
+        Ok(Some(claim))
     }
 
     async fn promote_scheduled(&self, now: i64, limit: i64) -> Result<u64> {

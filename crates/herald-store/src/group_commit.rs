@@ -72,12 +72,20 @@ where
     }
 
     fn answer(self: Box<Self>, commit_error: Option<&StoreError>) {
-        let result = match (commit_error, self.result) {
+        let Queued {
+            write,
+            result,
+            answer,
+        } = *self;
+        // Dropped before the caller hears: what the write shared with the caller is the
+        // caller's alone again when it wakes (the planner moves its rows into the claim).
+        drop(write);
+        let result = match (commit_error, result) {
             (Some(error), _) => Err(batch_failed(error)),
             (None, Some(result)) => result,
             (None, None) => Err(not_stored()),
         };
-        let _ = self.answer.send(result);
+        let _ = answer.send(result);
     }
 }
 
