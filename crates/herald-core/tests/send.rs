@@ -779,3 +779,29 @@ fn the_fast_path_leaves_odd_bodies_to_parse() {
 fn ok_slow(body: &Value) -> SendRequest {
     parse(body, NOW).unwrap_or_else(|e| panic!("expected {body} to parse, got {e:?}"))
 }
+
+/// `null` counts as absent in a recipient on both paths (`ok` and `problems_at` compare them).
+#[test]
+fn null_recipient_fields_read_alike_on_both_paths() {
+    let user = user_id();
+    let request = ok(&with(
+        minimal(),
+        "to",
+        json!([{"token": null, "provider": null, "userId": user}]),
+    ));
+    assert!(matches!(&request.to[0], Recipient::User { user_id, .. } if *user_id == user));
+    let request = ok(&with(
+        minimal(),
+        "to",
+        json!([{"token": "t", "provider": "APN", "userId": null}]),
+    ));
+    assert!(matches!(&request.to[0], Recipient::Device { token, .. } if token == "t"));
+    problems_at(
+        &with(minimal(), "to", json!([{"token": "t", "provider": null}])),
+        &["to[0].provider"],
+    );
+    problems_at(
+        &with(minimal(), "to", json!([{"token": null, "provider": null}])),
+        &["to[0]"],
+    );
+}

@@ -387,6 +387,53 @@ mod tests {
         assert_eq!(stored, (0..40).step_by(2).collect::<Vec<_>>());
     }
 
+    /// An `OR FAIL` statement keeps the rows it wrote before failing (no statement journal);
+    /// the group commit still leaves nothing of its write behind, on either pass (the whole
+    /// transaction, then the write's savepoint), and commits its neighbours. The delivery store's
+    /// multi-row statements rely on this (see `insert_notifications_sql`).
+    #[tokio::test]
+    async fn a_partly_applied_or_fail_statement_leaves_nothing() {
+        let (_dir, writer, group) =
+            started("CREATE TABLE t (x BIGINT PRIMARY KEY); INSERT INTO t (x) VALUES (-1)").await;
+        let writes = (0..20i64).map(|i| {
+            let group = group.clone();
+            tokio::spawn(async move {
+                group
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            // Odd writes: three rows of their own, then one that exists.
+                            let sql = if i % 2 == 1 {
+                                "INSERT OR FAIL INTO t (x) VALUES ($1 + 1000), ($1 + 2000), \
+                                 ($1 + 3000), (-1)"
+                            } else {
+                                "INSERT OR FAIL INTO t (x) VALUES ($1 + 1000), ($1 + 2000)"
+                            };
+                            crate::sql::query(sql).bind(i).execute(conn).await
+                        })
+                    })
+                    .await
+            })
+        });
+        let mut answers = Vec::new();
+        for write in writes.collect::<Vec<_>>() {
+            answers.push(write.await.unwrap());
+        }
+        for (i, answer) in answers.iter().enumerate() {
+            assert_eq!(answer.is_ok(), i % 2 == 0, "write {i}: {answer:?}");
+        }
+        let stored: Vec<i64> = sqlx::query_scalar("SELECT x FROM t ORDER BY x")
+            .fetch_all(&writer)
+            .await
+            .unwrap();
+        let mut expected: Vec<i64> = (0..20)
+            .step_by(2)
+            .flat_map(|i| [i + 1000, i + 2000])
+            .collect();
+        expected.push(-1);
+        expected.sort();
+        assert_eq!(stored, expected);
+    }
+
     /// A batch whose COMMIT fails (a deferred foreign key, checked at commit) fails every write
     /// in it and leaves no transaction open: the next write commits. (SQLite keeps the
     /// transaction open after such a COMMIT; without the rollback the next BEGIN fails.)

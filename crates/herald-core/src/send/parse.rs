@@ -117,9 +117,9 @@ pub fn parse(body: &Value, now_ms: i64) -> Result<SendRequest, Vec<Problem>> {
 }
 
 /// What [`parse`] makes of the JSON `body`, read straight from its bytes, when the body has no
-/// problem; `None` when it has any (or is not JSON, or repeats a key, or has a `null` in a
-/// recipient): the caller then parses it into a `Value` and runs [`parse`], which words every
-/// problem. Each recipient is read into its [`Recipient`] at once, where [`parse`] needs the
+/// problem; `None` when it has any (or is not JSON, or repeats a key, or spells a recipient's
+/// provider with an escape): the caller then parses it into a `Value` and runs [`parse`], which
+/// words every problem. A `null` counts as absent, as in [`parse`]. Each recipient is read into its [`Recipient`] at once, where [`parse`] needs the
 /// whole body as a `Value` first (a map and four strings per recipient, read again): in a
 /// 10,000-recipient send that `Value` was most of the API's CPU.
 pub fn parse_valid(body: &[u8], now_ms: i64) -> Option<SendRequest> {
