@@ -9,6 +9,7 @@ use common::*;
 use herald_core::send::Sender;
 use herald_core::time::now_ms;
 use herald_core::{Provider, Tags};
+use herald_delivery::EngineConfig;
 use herald_store::delivery::{NotificationFilter, OperationFilter};
 use herald_store::{CredentialStore, DeliveryStore, DeviceStore, PageRequest};
 use serde_json::{Map, json};
@@ -567,6 +568,37 @@ async fn shutdown_waits_for_the_outcome_writes_of_batches_in_flight() {
         assert_eq!(op.status, "COMPLETED", "{op:?}");
         assert_eq!((op.stats.sent, op.stats.queued), (120, 0), "{op:?}");
         h.assert_stats_match_rows(&op).await;
+        h.stop().await;
+    })
+    .await;
+}
+
+/// At most `per_credential_concurrency` sends are in flight through one credential, however
+/// many dispatchers have its notifications: the sandbox, answering each after 100 ms, never
+/// holds more at once (and does hold several: the limit is what bounds them).
+#[tokio::test]
+async fn sends_through_one_credential_stay_within_its_concurrency() {
+    each_backend(|db| async move {
+        let config = EngineConfig {
+            per_credential_concurrency: 3,
+            workers: 4,
+            claim_batch: 10,
+            ..test_config()
+        };
+        let h = Harness::with_config(db, config).await;
+        h.latency(100).await;
+        let tokens: Vec<String> = (0..30).map(|i| format!("bounded-{i}")).collect();
+        let id = h
+            .send(request(
+                tokens.iter().map(|t| device(Provider::Apn, t)).collect(),
+            ))
+            .await;
+        let op = h.finished(&id).await;
+        assert_eq!(op.stats.sent, 30, "{op:?}");
+        let stats = h.sandbox_stats().await;
+        let peak = stats["peakInFlight"].as_u64().unwrap();
+        assert!((2..=3).contains(&peak), "peak in flight {peak}: {stats}");
+        assert_eq!(stats["apns"]["accepted"], 30, "{stats}");
         h.stop().await;
     })
     .await;

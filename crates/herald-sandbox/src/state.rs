@@ -75,6 +75,19 @@ pub(crate) struct Stats {
     pub fcm_legacy: Counter,
     /// OAuth token endpoint: accepted = access tokens issued.
     pub oauth: Counter,
+    /// Push requests (APNs, FCM, legacy FCM) being answered now, latency included, and the
+    /// most at once since the last reset: what a client's concurrency limit can be checked by.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// One push request being answered; counted in [`Stats`] until dropped.
+pub(crate) struct InFlight<'a>(&'a Stats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stats {
@@ -86,12 +99,21 @@ impl Stats {
         }
     }
 
+    /// Counts a push request as in flight until the guard is dropped.
+    pub fn in_flight(&self) -> InFlight<'_> {
+        let now = self.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        self.peak_in_flight.fetch_max(now, Ordering::Relaxed);
+        InFlight(self)
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "apns": self.apns.json(),
             "fcm": self.fcm.json(),
             "fcmLegacy": self.fcm_legacy.json(),
             "oauth": self.oauth.json(),
+            "inFlight": self.in_flight.load(Ordering::Relaxed),
+            "peakInFlight": self.peak_in_flight.load(Ordering::Relaxed),
         })
     }
 
@@ -100,6 +122,8 @@ impl Stats {
         self.fcm.reset();
         self.fcm_legacy.reset();
         self.oauth.reset();
+        self.peak_in_flight
+            .store(self.in_flight.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 }
 

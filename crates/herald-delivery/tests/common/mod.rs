@@ -275,6 +275,18 @@ impl Harness {
             .unwrap()
     }
 
+    /// The sandbox's counters (`GET /_sandbox/stats`).
+    pub async fn sandbox_stats(&self) -> Value {
+        self.http
+            .get(format!("{}/_sandbox/stats", self.sandbox.base_url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Posts a sandbox fault for a token.
     pub async fn fault(&self, fault: Value) {
         let status = self
