@@ -77,6 +77,7 @@ pub(crate) struct Stats {
     pub oauth: Counter,
     /// Push requests (APNs, FCM, legacy FCM) being answered now, latency included, and the
     /// most at once since the last reset: what a client's concurrency limit can be checked by.
+    /// Counted while recording only (see `server::route`).
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
 }
