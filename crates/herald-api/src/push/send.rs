@@ -44,11 +44,12 @@ pub async fn send(
     // A well-formed body is read straight into the request; any other (and one with an
     // Idempotency-Key, whose hash is of the parsed body) is parsed into a `Value` first, which
     // words every problem.
-    let (request, body) = match key.is_none().then(|| send::parse_valid(&bytes, now)) {
+    let (request, hash) = match key.is_none().then(|| send::parse_valid(&bytes, now)) {
         Some(Some(request)) => (Some(request), None),
         _ => {
             let body = Value::Object(json_object(&bytes)?);
-            (parse_body(&body, now, &mut errors), Some(body))
+            let hash = key.is_some().then(|| request_hash(&body));
+            (parse_body(&body, now, &mut errors), hash)
         }
     };
     let Some(request) = request else {
@@ -59,10 +60,9 @@ pub async fn send(
     let providers = resolve_sender(&state, account, &request.from).await?;
     check_payloads(&request, &providers)?;
 
-    let idempotency = key.map(|key| Idempotency {
-        key,
-        request_hash: request_hash(body.as_ref().expect("a body with a key is parsed")),
-    });
+    let idempotency = key
+        .zip(hash)
+        .map(|(key, request_hash)| Idempotency { key, request_hash });
     let created = state
         .store
         .create_operation(NewOperation {

@@ -153,15 +153,8 @@ impl Harness {
 
     /// Sets the sandbox's answer latency for every request.
     pub async fn latency(&self, ms: u64) {
-        let status = self
-            .http
-            .post(format!("{}/_sandbox/config", self.sandbox.base_url()))
-            .json(&json!({ "latencyMs": ms }))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert!(status.is_success(), "latency {ms} → {status}");
+        self.sandbox_post("/_sandbox/config", json!({ "latencyMs": ms }))
+            .await;
     }
 
     pub async fn stop(mut self) {
@@ -264,21 +257,29 @@ impl Harness {
 
     /// What the sandbox received for `token` (all providers).
     pub async fn received(&self, token: &str) -> Vec<Value> {
-        self.http
-            .get(format!("{}/_sandbox/received", self.sandbox.base_url()))
-            .query(&[("token", token)])
-            .send()
+        self.sandbox_get("/_sandbox/received", &[("token", token)])
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
     }
 
     /// The sandbox's counters (`GET /_sandbox/stats`).
     pub async fn sandbox_stats(&self) -> Value {
+        self.sandbox_get("/_sandbox/stats", &[]).await
+    }
+
+    /// Posts a sandbox fault for a token.
+    pub async fn fault(&self, fault: Value) {
+        self.sandbox_post("/_sandbox/faults", fault).await;
+    }
+
+    /// `GET` of a sandbox control path, its JSON answer.
+    async fn sandbox_get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> T {
         self.http
-            .get(format!("{}/_sandbox/stats", self.sandbox.base_url()))
+            .get(format!("{}{path}", self.sandbox.base_url()))
+            .query(query)
             .send()
             .await
             .unwrap()
@@ -287,17 +288,17 @@ impl Harness {
             .unwrap()
     }
 
-    /// Posts a sandbox fault for a token.
-    pub async fn fault(&self, fault: Value) {
+    /// `POST` of `body` to a sandbox control path, which must succeed.
+    async fn sandbox_post(&self, path: &str, body: Value) {
         let status = self
             .http
-            .post(format!("{}/_sandbox/faults", self.sandbox.base_url()))
-            .json(&fault)
+            .post(format!("{}{path}", self.sandbox.base_url()))
+            .json(&body)
             .send()
             .await
             .unwrap()
             .status();
-        assert!(status.is_success(), "fault {fault} → {status}");
+        assert!(status.is_success(), "POST {path} {body} → {status}");
     }
 }
 
